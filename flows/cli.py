@@ -1,0 +1,106 @@
+"""The `winnow` command line: run, demo, validate."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+# Prefect reads these at import; keep its telemetry off unless the user decided otherwise.
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+
+from rich.console import Console  # noqa: E402
+from rich.table import Table  # noqa: E402
+
+console = Console(stderr=False)
+
+
+def _print_summary(summary: dict) -> None:
+    table = Table(title="winnow run", show_lines=False)
+    for col, justify in [("stage", "left"), ("in", "right"), ("kept", "right"), ("rejected", "right"),
+                         ("rejected by reason", "left"), ("", "left")]:
+        table.add_column(col, justify=justify)
+    for name, c in summary["stages"].items():
+        reasons = ", ".join(f"{r} {n}" for r, n in sorted(c["rejected_by_reason"].items(), key=lambda kv: -kv[1]))
+        table.add_row(name, f"{c['rows_in']:,}", f"{c['rows_out']:,}", f"{c['rows_rejected']:,}", reasons or "-",
+                      "skipped (complete)" if c["skipped"] else "")
+    console.print(table)
+    console.print(f"outputs: {summary['output']}/<stage>/part-*.parquet, rejects: {summary['output']}/<stage>/rejects/")
+    console.print(f"manifests: {summary['output']}/<stage>/_manifest.json, run summary: {summary['output']}/_run.json")
+
+
+def _run(args: argparse.Namespace) -> int:
+    from winnow.flows.curate import curate
+    from winnow.schemas.config import load_config
+
+    config = load_config(args.config, {"output": args.out})
+    summary = curate(config, ray_address=args.ray_address, restart=args.restart)
+    _print_summary(summary)
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from winnow.flows.curate import curate
+    from winnow.flows.demo import demo_config, write_demo_corpus
+
+    out = Path(args.out).resolve()
+    input_dir = out / "input"
+    paths = write_demo_corpus(input_dir, seed=args.seed)
+    console.print(f"demo corpus: {len(paths)} shards in {input_dir}")
+    summary = curate(demo_config(str(input_dir), str(out)), ray_address=args.ray_address, restart=True)
+    _print_summary(summary)
+    return 0
+
+
+def _validate(args: argparse.Namespace) -> int:
+    from winnow.flows.curate import list_input_shards
+    from winnow.schemas.config import load_config
+
+    config = load_config(args.config)
+    _, shards = list_input_shards(config)
+    console.print(f"config OK: {len(config.stages)} stages, {len(shards)} input shards, output {config.output}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="winnow", description="Curate web-scale text into LLM training data.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run the stages of a config (resumes: committed shards are skipped)")
+    run.add_argument("config", help="run config (YAML)")
+    run.add_argument("--out", help="output directory or s3:// URI (overrides the config's `output`)")
+    run.add_argument("--ray-address", help="Ray cluster to use ('auto', ray://head:10001); default: local Ray")
+    run.add_argument("--resume", action="store_true", default=True,
+                     help="skip shards already committed under the same config (the default)")
+    run.add_argument("--restart", action="store_true", help="discard earlier outputs of the stages and start over")
+    run.set_defaults(func=_run)
+
+    demo = sub.add_parser("demo", help="generate a small corpus and run the whole chain on it")
+    demo.add_argument("--out", default="demo-out", help="where the corpus and outputs go (default ./demo-out)")
+    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--ray-address")
+    demo.set_defaults(func=_demo)
+
+    validate = sub.add_parser("validate", help="check a config and list its input without running anything")
+    validate.add_argument("config")
+    validate.set_defaults(func=_validate)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from winnow.flows.curate import InputError
+    from winnow.schemas.config import ConfigError
+    from winnow.stages.runtime import StageFailedError
+
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (ConfigError, InputError, StageFailedError) as err:
+        console.print(f"[bold red]error:[/] {err}", highlight=False)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,104 @@
+"""The `curate` Prefect flow: the configured stages in order, one Prefect task per stage.
+
+Prefect gives the run its orchestration (state, retries, logs, schedules); each task drives Ray,
+which does the work. With PREFECT_API_URL unset Prefect uses its ephemeral local API.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+from winnow.schemas.config import RunConfig, load_config, parse_config
+from winnow.stages import build_stage
+from winnow.stages.runtime import RuntimeOptions, Shard, ray_session, run_stage
+from winnow.storage.fs import Location, resolve
+from winnow.storage.shards import detect_format
+
+RUN_SUMMARY = "_run.json"
+
+
+class InputError(ValueError):
+    """The configured input cannot be read (nothing matches, unknown format)."""
+
+
+def list_input_shards(config: RunConfig) -> tuple[Location, list[Shard]]:
+    """Input files matching the glob (only known formats when format is auto), as ingest shards."""
+    root = resolve(config.input.uri, config.storage.s3)
+    try:
+        files = root.list_files(config.input.glob)
+    except FileNotFoundError as err:
+        raise InputError(str(err)) from None
+    if config.input.format == "auto":
+        files = [f for f in files if _known_format(f)]
+    if not files:
+        raise InputError(
+            f"no input files match {config.input.glob!r} under {config.input.uri} "
+            "(expected .jsonl/.json/.ndjson, optionally .gz/.zst, or .parquet)"
+        )
+    return root, [Shard(f"part-{i:05d}", loc) for i, loc in enumerate(files)]
+
+
+def _known_format(loc: Location) -> bool:
+    try:
+        detect_format(loc)
+        return True
+    except ValueError:
+        return False
+
+
+@task(name="stage", task_run_name="{stage_name}", cache_policy=NO_CACHE)
+def stage_task(stage_name: str, stage, shards: list[Shard], stage_dir: Location, config_hash: str,
+               options: RuntimeOptions) -> dict[str, Any]:
+    """Run one stage over its shards; the result is the stage's counts."""
+    logger = get_run_logger()
+    manifest, skipped = run_stage(stage, shards, stage_dir, config_hash, options)
+    counts = {
+        "stage": stage_name, "kind": manifest.kind, "shards": len(manifest.shards), "rows_in": manifest.rows_in,
+        "rows_out": manifest.rows_out, "rows_rejected": manifest.rows_rejected,
+        "rejected_by_reason": manifest.rejected_by_reason, "seconds": manifest.seconds, "skipped": skipped,
+        "output": stage_dir.uri, **({"extra": manifest.extra} if manifest.extra else {}),
+    }
+    logger.info("%s%s: %d in, %d kept, %d rejected", stage_name, " (already complete, skipped)" if skipped else "",
+                manifest.rows_in, manifest.rows_out, manifest.rows_rejected)
+    return counts
+
+
+@flow(name="curate", validate_parameters=False, log_prints=True)
+def curate(config: RunConfig | dict | str, ray_address: str | None = None, out: str | None = None,
+           restart: bool = False) -> dict[str, Any]:
+    """Run the configured stages in order; returns {stage: counts} plus where outputs are."""
+    if isinstance(config, str | Path):
+        config = load_config(config)
+    elif isinstance(config, dict):
+        config = parse_config(config)
+    if out:
+        config = config.model_copy(update={"output": out})
+    input_root, shards = list_input_shards(config)
+    output = resolve(config.output, config.storage.s3)
+    if restart:
+        for stage_cfg in config.stages:
+            output.join(stage_cfg.name).delete()
+    fingerprint = ";".join(f"{s.source.uri}:{s.source.size()}" for s in shards)
+    hashes = config.stage_hashes(fingerprint)
+    options = RuntimeOptions(
+        run_id=f"{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}", batch_size=config.runtime.batch_size,
+        max_in_flight=config.runtime.max_in_flight, max_retries=config.runtime.max_retries,
+        shuffle_partitions=config.runtime.shuffle_partitions, progress=config.runtime.progress,
+    )
+    summary: dict[str, Any] = {"output": output.uri, "stages": {}}
+    with ray_session(ray_address or config.runtime.ray_address, config.runtime.num_cpus):
+        for stage_cfg in config.stages:
+            stage = build_stage(stage_cfg, config, input_root.uri)
+            stage_dir = output.join(stage_cfg.name)
+            counts = stage_task(stage_cfg.name, stage, shards, stage_dir, hashes[stage_cfg.name], options)
+            summary["stages"][stage_cfg.name] = counts
+            shards = [Shard(s.name, stage_dir.join(f"{s.name}.parquet")) for s in shards]
+    output.join(RUN_SUMMARY).write_bytes_atomic(json.dumps(summary, indent=2).encode())
+    return summary

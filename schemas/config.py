@@ -1,0 +1,230 @@
+"""Run configuration: pydantic models that reject a bad config before any work starts.
+
+Every model forbids unknown keys and names the allowed ones (with a did-you-mean), every
+threshold carries its range, and stage entries are a union discriminated by `name`, so an
+unknown stage lists the stages that exist.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+
+Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
+
+
+class ConfigError(ValueError):
+    """The run config is invalid; the message names every offending key."""
+
+
+class StrictModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _name_unknown_keys(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            allowed = sorted(cls.model_fields)
+            for key in data:
+                if key not in cls.model_fields:
+                    close = difflib.get_close_matches(str(key), allowed, n=1)
+                    hint = f"; did you mean {close[0]!r}?" if close else ""
+                    raise ValueError(f"unknown key {key!r}{hint} allowed keys: {', '.join(allowed)}")
+        return data
+
+
+# ---------------------------------------------------------------- input, storage, runtime
+
+
+class InputConfig(StrictModel):
+    uri: str = Field(description="local directory/file or s3://bucket/prefix")
+    glob: str = Field("*", description="file-name pattern under uri (matched recursively)")
+    format: Literal["auto", "jsonl", "parquet"] = "auto"
+    text_field: str = "text"
+    id_field: str | None = None
+    url_field: str | None = "url"
+    source: str | None = Field(None, description="value of the source column; default: the file name")
+
+
+class S3Config(StrictModel):
+    """Optional S3 settings; credentials default to the standard AWS chain (env, profile, role)."""
+
+    endpoint_url: str | None = None
+    region: str | None = None
+    access_key_id: SecretStr | None = None
+    secret_access_key: SecretStr | None = None
+    session_token: SecretStr | None = None
+
+
+class StorageConfig(StrictModel):
+    s3: S3Config = S3Config()
+
+
+class RuntimeConfig(StrictModel):
+    ray_address: str | None = Field(None, description="None: a local Ray; 'auto' or ray://host:10001: a cluster")
+    num_cpus: int | None = Field(None, ge=1)
+    max_in_flight: int | None = Field(None, ge=1, description="shard tasks in flight; default 2 x CPUs")
+    batch_size: int = Field(2048, ge=1, le=1_000_000, description="rows per record batch")
+    max_retries: int = Field(3, ge=0, le=100, description="Ray retries of a shard task whose worker died")
+    shuffle_partitions: int | None = Field(None, ge=1, le=65536, description="reducers of global stages")
+    progress: bool = True
+
+
+# ---------------------------------------------------------------- stages
+
+
+class IngestConfig(StrictModel):
+    name: Literal["ingest"]
+    max_doc_bytes: int = Field(1_000_000, ge=1, description="texts longer than this (UTF-8 bytes) are rejected")
+    normalization: Literal["NFC", "NFKC", "none"] = "NFC"
+    on_corrupt_file: Literal["reject", "fail"] = Field(
+        "reject", description="a truncated/corrupt file: keep what was read and reject the rest, or fail the run"
+    )
+
+
+class GopherQualityRules(StrictModel):
+    enabled: bool = True
+    min_doc_words: int | None = Field(50, ge=0)
+    max_doc_words: int | None = Field(100_000, ge=1)
+    min_avg_word_length: float | None = Field(3, ge=0)
+    max_avg_word_length: float | None = Field(10, ge=0)
+    max_symbol_word_ratio: Fraction | None = 0.1
+    max_bullet_lines_ratio: Fraction | None = 0.9
+    max_ellipsis_lines_ratio: Fraction | None = 0.3
+    max_non_alpha_words_ratio: Fraction | None = 0.8
+    min_stop_words: int | None = Field(2, ge=0)
+    stop_words: list[str] = ["the", "be", "to", "of", "and", "that", "have", "with"]
+
+
+class GopherRepetitionRules(StrictModel):
+    enabled: bool = True
+    dup_line_frac: Fraction | None = 0.3
+    dup_para_frac: Fraction | None = 0.3
+    dup_line_char_frac: Fraction | None = 0.2
+    dup_para_char_frac: Fraction | None = 0.2
+    top_n_grams: dict[int, Fraction] = {2: 0.2, 3: 0.18, 4: 0.16}
+    dup_n_grams: dict[int, Fraction] = {5: 0.15, 6: 0.14, 7: 0.13, 8: 0.12, 9: 0.11, 10: 0.10}
+
+
+class C4Rules(StrictModel):
+    enabled: bool = True
+    clean_lines: bool = Field(True, description="write the text with C4's dropped lines removed, as C4 does")
+    remove_citations: bool = True
+    filter_no_terminal_punct: bool = True
+    min_num_sentences: int | None = Field(5, ge=0)
+    min_words_per_line: int | None = Field(3, ge=0)
+    max_word_length: int | None = Field(1000, ge=1)
+    filter_lorem_ipsum: bool = True
+    filter_javascript: bool = True
+    filter_curly_bracket: bool = True
+    filter_policy: bool = True
+
+
+class FineWebRules(StrictModel):
+    enabled: bool = True
+    line_punct_thr: Fraction | None = 0.12
+    line_punct_exclude_zero: bool = False
+    short_line_thr: Fraction | None = 0.67
+    short_line_length: int = Field(30, ge=0)
+    char_duplicates_ratio: Fraction | None = 0.01
+    new_line_ratio: Fraction | None = 0.3
+
+
+class HeuristicsConfig(StrictModel):
+    name: Literal["heuristics"]
+    gopher_quality: GopherQualityRules = GopherQualityRules()
+    gopher_repetition: GopherRepetitionRules = GopherRepetitionRules()
+    c4: C4Rules = C4Rules()
+    fineweb: FineWebRules = FineWebRules()
+
+
+class ExactDedupConfig(StrictModel):
+    name: Literal["exact_dedup"]
+    normalize: Literal["none", "whitespace", "lower_whitespace"] = Field(
+        "whitespace", description="what is ignored when comparing texts"
+    )
+    keep: str = Field(
+        "lowest_id",
+        description="survivor of a group: 'lowest_id', or the name of a numeric column whose highest value wins",
+    )
+
+
+StageConfig = Annotated[
+    Union[IngestConfig, HeuristicsConfig, ExactDedupConfig],
+    Field(discriminator="name"),
+]
+STAGE_NAMES = ("ingest", "heuristics", "exact_dedup")
+
+
+class RunConfig(StrictModel):
+    input: InputConfig
+    output: str = Field(description="local directory or s3://bucket/prefix for the run's outputs")
+    stages: list[StageConfig] = Field(min_length=1)
+    storage: StorageConfig = StorageConfig()
+    runtime: RuntimeConfig = RuntimeConfig()
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _check_stage_order(self) -> "RunConfig":
+        names = [s.name for s in self.stages]
+        if names[0] != "ingest":
+            raise ValueError(f"the first stage must be 'ingest' (it makes documents from the input), got {names[0]!r}")
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:
+            raise ValueError(f"stage(s) listed more than once: {', '.join(repeated)}")
+        return self
+
+    def stage_hashes(self, input_fingerprint: str = "") -> dict[str, str]:
+        """Chained hash per stage: a change to a stage's config changes its hash and all after it."""
+        upstream = _sha256(
+            {"input": self.input.model_dump(mode="json"), "files": input_fingerprint,
+             "batch_size": self.runtime.batch_size, "seed": self.seed}
+        )
+        hashes = {}
+        for stage in self.stages:
+            upstream = _sha256({"upstream": upstream, "stage": stage.model_dump(mode="json")})
+            hashes[stage.name] = upstream
+        return hashes
+
+
+def _sha256(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def format_validation_error(err: ValidationError) -> str:
+    lines = []
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        msg = e["msg"].removeprefix("Value error, ")
+        if e["type"] == "missing":
+            msg = "required key is missing"
+        lines.append(f"  {loc}: {msg}")
+    return "invalid config:\n" + "\n".join(lines)
+
+
+def parse_config(data: dict[str, Any]) -> RunConfig:
+    try:
+        return RunConfig.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(format_validation_error(err)) from None
+
+
+def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> RunConfig:
+    """Read a YAML config; `overrides` (e.g. {'output': ...}) replace top-level keys."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {err}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
+    data.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    return parse_config(data)

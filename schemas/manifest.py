@@ -1,0 +1,83 @@
+"""The per-stage manifest and its per-shard ledger entries.
+
+A ledger entry is written by the worker right after its shard (and rejects) are committed, so
+a killed run knows exactly which shards are done. The manifest is written once the whole stage
+is done and is the proof that the stage is complete for a given config hash.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+
+
+class FileEntry(BaseModel):
+    path: str  # relative to the stage directory
+    rows: int
+    bytes: int
+    sha256: str
+
+
+class ShardEntry(BaseModel):
+    shard: str  # e.g. "part-00003"
+    input: str  # input shard URI (no credentials)
+    config_hash: str
+    rows_in: int
+    rows_out: int
+    rows_rejected: int
+    rejected_by_reason: dict[str, int] = Field(default_factory=dict)
+    output: FileEntry
+    rejects: FileEntry | None = None
+    run_id: str
+    seconds: float
+
+    def check_counts(self, stage: str) -> None:
+        if self.rows_in != self.rows_out + self.rows_rejected:
+            raise CountMismatchError(
+                f"stage {stage}, shard {self.shard}: rows_in {self.rows_in} != rows_out {self.rows_out}"
+                f" + rows_rejected {self.rows_rejected}"
+            )
+        if sum(self.rejected_by_reason.values()) != self.rows_rejected:
+            raise CountMismatchError(f"stage {stage}, shard {self.shard}: reject reasons do not sum to rows_rejected")
+
+
+class StageManifest(BaseModel):
+    stage: str
+    kind: str  # "shard" or "global"
+    config_hash: str
+    winnow_version: str
+    schema_version: str
+    rows_in: int
+    rows_out: int
+    rows_rejected: int
+    rejected_by_reason: dict[str, int]
+    bytes_out: int
+    seconds: float
+    shards: list[ShardEntry]
+    extra: dict = Field(default_factory=dict)  # stage-specific figures (e.g. duplicate groups)
+
+    @classmethod
+    def from_shards(cls, stage: str, kind: str, config_hash: str, shards: list[ShardEntry], seconds: float,
+                    extra: dict | None = None) -> "StageManifest":
+        from winnow import __version__
+        from winnow.schemas.documents import SCHEMA_VERSION
+
+        reasons: dict[str, int] = {}
+        for entry in shards:
+            entry.check_counts(stage)
+            for reason, n in entry.rejected_by_reason.items():
+                reasons[reason] = reasons.get(reason, 0) + n
+        manifest = cls(
+            stage=stage, kind=kind, config_hash=config_hash, winnow_version=__version__,
+            schema_version=SCHEMA_VERSION,
+            rows_in=sum(s.rows_in for s in shards), rows_out=sum(s.rows_out for s in shards),
+            rows_rejected=sum(s.rows_rejected for s in shards), rejected_by_reason=dict(sorted(reasons.items())),
+            bytes_out=sum(s.output.bytes for s in shards), seconds=round(seconds, 3),
+            shards=sorted(shards, key=lambda s: s.shard), extra=extra or {},
+        )
+        if manifest.rows_in != manifest.rows_out + manifest.rows_rejected:
+            raise CountMismatchError(f"stage {stage}: rows_in != rows_out + rows_rejected")
+        return manifest
+
+
+class CountMismatchError(RuntimeError):
+    """A stage's counts do not add up: rows were lost or invented."""

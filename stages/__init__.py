@@ -1,0 +1,20 @@
+"""One module per stage, and the runtime that executes stages over shards on Ray."""
+
+from __future__ import annotations
+
+from winnow.schemas.config import RunConfig
+from winnow.stages.base import DocumentStage, GlobalStage, Stage, StageResult
+
+
+def build_stage(stage_config, run_config: RunConfig, input_root: str) -> Stage:
+    """The stage object for one entry of the config's `stages` list."""
+    from winnow.stages.exact_dedup import ExactDedup
+    from winnow.stages.heuristics import Heuristics
+    from winnow.stages.ingest import Ingest
+
+    if stage_config.name == "ingest":
+        return Ingest(stage_config, run_config.input, input_root)
+    return {"heuristics": Heuristics, "exact_dedup": ExactDedup}[stage_config.name](stage_config)
+
+
+__all__ = ["DocumentStage", "GlobalStage", "Stage", "StageResult", "build_stage"]

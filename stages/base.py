@@ -1,0 +1,95 @@
+"""What a stage is: per-shard stages map record batches to (kept, rejects); global stages add a
+map -> shuffle -> reduce phase whose decisions are then applied shard by shard."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import pyarrow as pa
+
+from winnow.schemas.documents import document_schema_for, make_rejects, validate_documents
+from winnow.storage.fs import Location
+from winnow.storage.shards import iter_parquet_batches
+
+
+@dataclass
+class StageResult:
+    """One processed batch: how many rows came in, which were kept, which were rejected (and why)."""
+
+    rows_in: int
+    kept: pa.Table
+    rejects: pa.Table
+
+    @classmethod
+    def of(cls, stage: str, rows_in: int, kept: pa.Table, dropped: pa.Table,
+           reasons: Sequence[str], details: Sequence[str | None] | None = None) -> "StageResult":
+        return cls(rows_in, kept, make_rejects(dropped, stage, list(reasons), details))
+
+
+class Stage:
+    """Base of every stage. `kind` is "shard" (one input shard -> one output shard) or "global"."""
+
+    name: str = ""
+    kind: str = "shard"
+
+    def __init__(self, config):
+        self.config = config
+
+    def output_schema(self, input_schema: pa.Schema) -> pa.Schema:
+        return document_schema_for(input_schema)
+
+    def process_shard(self, source: Location, batch_size: int, **context) -> Iterator[StageResult]:
+        raise NotImplementedError
+
+
+class DocumentStage(Stage):
+    """A per-shard stage over document tables: implement `apply` on one Arrow table."""
+
+    def process_shard(self, source: Location, batch_size: int, **context) -> Iterator[StageResult]:
+        for batch in iter_parquet_batches(source, batch_size):
+            table = pa.Table.from_batches([batch])
+            validate_documents(table, where=f"{self.name} input {source.uri}")
+            yield self.apply(table)
+
+    def apply(self, table: pa.Table) -> StageResult:
+        """Process one table of documents (the Python API: callable without Ray or Prefect)."""
+        raise NotImplementedError
+
+
+class GlobalStage(Stage):
+    """A stage whose decisions need the whole corpus, computed without collecting documents.
+
+    map_keys (per shard, on Ray) -> rows partitioned by `key` across reducers -> reduce (per
+    partition) -> decisions (`_shard`, `_row`, `reason`, `detail`) routed back to their shard ->
+    `process_shard(..., decisions=...)` drops or annotates rows.
+    """
+
+    kind = "global"
+    map_columns: list[str] = ["id", "text"]
+
+    def map_keys(self, table: pa.Table) -> pa.Table:
+        """Small per-row records (no text) with a uint64 `key` column used for partitioning."""
+        raise NotImplementedError
+
+    def reduce(self, keys: pa.Table) -> tuple[pa.Table, dict]:
+        """Decisions for one partition plus stage figures (summed across partitions)."""
+        raise NotImplementedError
+
+    def apply_decisions(self, table: pa.Table, row_offset: int, decisions: pa.Table) -> StageResult:
+        raise NotImplementedError
+
+    def process_shard(self, source: Location, batch_size: int, decisions: pa.Table | None = None,
+                      **context) -> Iterator[StageResult]:
+        offset = 0
+        for batch in iter_parquet_batches(source, batch_size):
+            table = pa.Table.from_batches([batch])
+            validate_documents(table, where=f"{self.name} input {source.uri}")
+            yield self.apply_decisions(table, offset, decisions)
+            offset += table.num_rows
+
+
+DECISION_SCHEMA = pa.schema([
+    pa.field("_shard", pa.int32()), pa.field("_row", pa.int64()),
+    pa.field("reason", pa.string()), pa.field("detail", pa.string()),
+])

@@ -1,0 +1,162 @@
+"""Ingest: JSONL/Parquet (plain, .gz, .zst) -> document schema, with every unusable row rejected.
+
+Reasons: invalid_json, not_an_object, missing_text, text_not_string, empty_text, invalid_utf8,
+too_long, missing_id, duplicate_id, corrupt_file (the unreadable rest of a damaged file).
+"""
+
+from __future__ import annotations
+
+import json
+import unicodedata
+from collections.abc import Iterator
+
+import pyarrow as pa
+
+from winnow.schemas.config import IngestConfig, InputConfig
+from winnow.schemas.documents import DOCUMENT_SCHEMA, reject_schema_for
+from winnow.stages.base import Stage, StageResult
+from winnow.storage.fs import Location
+from winnow.storage.shards import CorruptInputError, detect_format, iter_jsonl_lines, iter_parquet_batches, parquet_schema
+
+REJECT_SCHEMA = reject_schema_for(DOCUMENT_SCHEMA)
+
+
+class MissingColumnError(ValueError):
+    """A Parquet input lacks the configured text column."""
+
+
+class Ingest(Stage):
+    name = "ingest"
+
+    def __init__(self, config: IngestConfig, input_config: InputConfig, input_root: str):
+        super().__init__(config)
+        self.input = input_config
+        self.input_root = input_root.rstrip("/")
+
+    def output_schema(self, input_schema: pa.Schema) -> pa.Schema:
+        return DOCUMENT_SCHEMA
+
+    def relative_name(self, source: Location) -> str:
+        if source.uri.startswith(self.input_root + "/"):
+            return source.uri[len(self.input_root) + 1:]
+        return source.uri.rsplit("/", 1)[-1]
+
+    def process_shard(self, source: Location, batch_size: int, **context) -> Iterator[StageResult]:
+        rel = self.relative_name(source)
+        fmt = detect_format(source) if self.input.format == "auto" else self.input.format
+        converter = _Converter(self.config, self.input, rel)
+        try:
+            if fmt == "jsonl":
+                for lines in iter_jsonl_lines(source, batch_size):
+                    yield converter.convert([(line, None) for line in lines])
+            else:
+                names = parquet_schema(source).names
+                if self.input.text_field not in names:
+                    raise MissingColumnError(
+                        f"{source.uri}: no column {self.input.text_field!r} (columns: {names}); "
+                        "set input.text_field to the column that holds the text"
+                    )
+                for batch in iter_parquet_batches(source, batch_size):
+                    yield converter.convert([(None, record) for record in batch.to_pylist()])
+        except (CorruptInputError, pa.ArrowInvalid, OSError) as err:
+            if isinstance(err, FileNotFoundError) or self.config.on_corrupt_file == "fail":
+                raise
+            yield converter.corrupt_rest(str(err))
+
+
+class _Converter:
+    """Turns raw lines or records of one file into documents and rejects, numbering rows."""
+
+    def __init__(self, config: IngestConfig, input_config: InputConfig, rel: str):
+        self.config, self.input, self.rel = config, input_config, rel
+        self.index = 0
+        self.seen_ids: set[str] = set()
+        self.skip_fields = {input_config.text_field, input_config.id_field, input_config.url_field}
+
+    def convert(self, rows: list[tuple[bytes | None, dict | None]]) -> StageResult:
+        docs: dict[str, list] = {name: [] for name in DOCUMENT_SCHEMA.names}
+        rejects: dict[str, list] = {name: [] for name in REJECT_SCHEMA.names}
+        for raw, record in rows:
+            position = self.index
+            self.index += 1
+            outcome = self._document(raw, record, position)
+            if isinstance(outcome, dict):
+                for name in DOCUMENT_SCHEMA.names:
+                    docs[name].append(outcome[name])
+            else:
+                reason, detail, partial = outcome
+                row = {"id": f"{self.rel}:{position}", "text": None, "source": self._source(), "url": None,
+                       "meta": None, **partial, "reject_stage": "ingest", "reject_reason": reason,
+                       "reject_detail": detail, "raw": raw if reason in _KEEP_RAW else None}
+                for name in REJECT_SCHEMA.names:
+                    rejects[name].append(row[name])
+        return StageResult(len(rows), pa.table(docs, schema=DOCUMENT_SCHEMA), pa.table(rejects, schema=REJECT_SCHEMA))
+
+    def corrupt_rest(self, message: str) -> StageResult:
+        """One reject standing for the unreadable remainder of a damaged file."""
+        row = {"id": f"{self.rel}:{self.index}", "text": None, "source": self._source(), "url": None, "meta": None,
+               "reject_stage": "ingest", "reject_reason": "corrupt_file",
+               "reject_detail": f"rows from {self.index} on could not be read: {message}", "raw": None}
+        self.index += 1
+        empty = DOCUMENT_SCHEMA.empty_table()
+        return StageResult(1, empty, pa.Table.from_pylist([row], schema=REJECT_SCHEMA))
+
+    def _source(self) -> str:
+        return self.input.source or self.rel
+
+    def _document(self, raw: bytes | None, record: dict | None, position: int):
+        """A document dict, or (reason, detail, fields to keep in the reject row)."""
+        if record is None:
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as err:
+                return "invalid_utf8", f"line {position}: {err.reason} at byte {err.start}", {}
+            if not line.strip():
+                return "invalid_json", f"line {position}: blank line", {}
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as err:
+                return "invalid_json", f"line {position}: {err.msg} (column {err.colno})", {}
+            if not isinstance(record, dict):
+                return "not_an_object", f"line {position}: a JSON {type(record).__name__}, not an object", {}
+        text = record.get(self.input.text_field)
+        if text is None:
+            return "missing_text", f"no {self.input.text_field!r} field", {}
+        if isinstance(text, bytes):
+            try:
+                text = text.decode("utf-8")
+            except UnicodeDecodeError as err:
+                return "invalid_utf8", f"{err.reason} at byte {err.start}", {}
+        if not isinstance(text, str):
+            return "text_not_string", f"{self.input.text_field!r} is a {type(text).__name__}", {}
+        url = record.get(self.input.url_field) if self.input.url_field else None
+        meta = {k: v for k, v in record.items() if k not in self.skip_fields}
+        fields = {"url": None if url is None else str(url),
+                  "meta": json.dumps(meta, ensure_ascii=False, default=str) if meta else None}
+        try:
+            for value in (text, fields["url"], fields["meta"]):
+                if value is not None:
+                    value.encode("utf-8")
+        except UnicodeEncodeError as err:
+            return "invalid_utf8", f"lone surrogate {err.object[err.start:err.end]!r} from a JSON escape", {}
+        if self.config.normalization != "none" and not unicodedata.is_normalized(self.config.normalization, text):
+            text = unicodedata.normalize(self.config.normalization, text)
+        if not text.strip():
+            return "empty_text", "text is empty or whitespace", {**fields, "text": text}
+        size = len(text.encode("utf-8"))
+        if size > self.config.max_doc_bytes:
+            return "too_long", f"{size} bytes > max_doc_bytes {self.config.max_doc_bytes}", {**fields, "text": text}
+        if self.input.id_field:
+            doc_id = record.get(self.input.id_field)
+            if doc_id is None or doc_id == "":
+                return "missing_id", f"no {self.input.id_field!r} field", {**fields, "text": text}
+            doc_id = str(doc_id)
+            if doc_id in self.seen_ids:
+                return "duplicate_id", f"id {doc_id!r} already seen in this file", {**fields, "text": text}
+            self.seen_ids.add(doc_id)
+        else:
+            doc_id = f"{self.rel}:{position}"
+        return {"id": doc_id, "text": text, "source": self._source(), **fields}
+
+
+_KEEP_RAW = {"invalid_utf8", "invalid_json", "not_an_object"}

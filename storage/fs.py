@@ -1,0 +1,119 @@
+"""URIs for local paths and s3://, resolved to pyarrow filesystems.
+
+Credentials come from the config (as secrets) or the standard AWS chain; they are passed to
+pyarrow and never stored on objects that get logged or written to manifests.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+from dataclasses import dataclass
+from urllib.parse import urlparse
+
+import pyarrow.fs as pafs
+
+from winnow.schemas.config import S3Config
+
+
+@dataclass(frozen=True)
+class Location:
+    """A filesystem plus a path on it; `uri` is the user-facing name (no credentials)."""
+
+    fs: pafs.FileSystem
+    path: str
+    uri: str
+
+    def join(self, *parts: str) -> "Location":
+        path = "/".join([self.path.rstrip("/"), *parts])
+        uri = "/".join([self.uri.rstrip("/"), *parts])
+        return Location(self.fs, path, uri)
+
+    @property
+    def is_local(self) -> bool:
+        return isinstance(self.fs, pafs.LocalFileSystem)
+
+    def exists(self) -> bool:
+        return self.fs.get_file_info(self.path).type != pafs.FileType.NotFound
+
+    def mkdir(self) -> None:
+        self.fs.create_dir(self.path, recursive=True)
+
+    def read_bytes(self) -> bytes:
+        with self.fs.open_input_stream(self.path) as f:
+            return f.read()
+
+    def write_bytes_atomic(self, data: bytes) -> None:
+        """Visible only when complete: temp name + rename locally; one PUT on S3."""
+        if self.is_local:
+            os.makedirs(os.path.dirname(self.path), exist_ok=True)
+            tmp = f"{self.path}.tmp-{os.getpid()}"
+            with open(tmp, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, self.path)
+        else:
+            with self.fs.open_output_stream(self.path) as f:
+                f.write(data)
+
+    def delete(self) -> None:
+        info = self.fs.get_file_info(self.path)
+        if info.type == pafs.FileType.Directory:
+            self.fs.delete_dir(self.path)
+        elif info.type == pafs.FileType.File:
+            self.fs.delete_file(self.path)
+
+    def list_files(self, pattern: str = "*") -> list["Location"]:
+        """Files under this location whose path relative to it (or base name) matches `pattern`."""
+        info = self.fs.get_file_info(self.path)
+        if info.type == pafs.FileType.File:
+            return [self]
+        if info.type == pafs.FileType.NotFound:
+            raise FileNotFoundError(f"input not found: {self.uri}")
+        base = self.path.rstrip("/") + "/"
+        found = []
+        for entry in self.fs.get_file_info(pafs.FileSelector(self.path, recursive=True)):
+            if entry.type != pafs.FileType.File:
+                continue
+            rel = entry.path[len(base):] if entry.path.startswith(base) else entry.base_name
+            if any(part.startswith((".", "_")) for part in rel.split("/")):
+                continue  # hidden files, temp files, manifests
+            if fnmatch.fnmatch(rel, pattern) or fnmatch.fnmatch(entry.base_name, pattern):
+                found.append(Location(self.fs, entry.path, self.uri.rstrip("/") + "/" + rel))
+        return sorted(found, key=lambda loc: loc.path)
+
+    def size(self) -> int:
+        return self.fs.get_file_info(self.path).size
+
+
+def s3_filesystem(s3: S3Config) -> pafs.S3FileSystem:
+    kwargs: dict = {}
+    endpoint = s3.endpoint_url or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+    if endpoint:
+        parsed = urlparse(endpoint)
+        kwargs["endpoint_override"] = parsed.netloc or parsed.path
+        kwargs["scheme"] = parsed.scheme or "https"
+    region = s3.region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+    if region:
+        kwargs["region"] = region
+    if s3.access_key_id and s3.secret_access_key:
+        kwargs["access_key"] = s3.access_key_id.get_secret_value()
+        kwargs["secret_key"] = s3.secret_access_key.get_secret_value()
+        if s3.session_token:
+            kwargs["session_token"] = s3.session_token.get_secret_value()
+    return pafs.S3FileSystem(**kwargs)
+
+
+def resolve(uri: str, s3: S3Config | None = None) -> Location:
+    """`/local/path`, `relative/path`, `file:///path` or `s3://bucket/prefix` -> Location."""
+    parsed = urlparse(uri)
+    if parsed.scheme == "s3":
+        if not parsed.netloc:
+            raise ValueError(f"S3 URI needs a bucket: {uri!r}")
+        path = f"{parsed.netloc}/{parsed.path.lstrip('/')}".rstrip("/")
+        return Location(s3_filesystem(s3 or S3Config()), path, uri.rstrip("/"))
+    if parsed.scheme in ("", "file"):
+        path = os.path.abspath(parsed.path if parsed.scheme == "file" else uri)
+        return Location(pafs.LocalFileSystem(), path, path)
+    raise ValueError(f"unsupported URI scheme {parsed.scheme!r} in {uri!r}; use a local path or s3://")

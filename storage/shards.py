@@ -1,0 +1,169 @@
+"""Streaming shard readers and the atomic shard writer.
+
+Readers yield record batches (Parquet) or batches of raw lines (JSONL, plain/.gz/.zst) so a
+worker's memory stays bounded by the batch size, never by the shard size.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+import uuid
+from collections.abc import Iterator
+
+import pyarrow as pa
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+from winnow.storage.fs import Location
+
+JSONL_SUFFIXES = (".jsonl", ".json", ".ndjson")
+COMPRESSION_SUFFIXES = (".gz", ".zst", ".zstd")
+
+
+def detect_format(loc: Location) -> str:
+    name = loc.path.lower()
+    for comp in COMPRESSION_SUFFIXES:
+        name = name.removesuffix(comp)
+    if name.endswith(".parquet"):
+        return "parquet"
+    if name.endswith(JSONL_SUFFIXES):
+        return "jsonl"
+    raise ValueError(f"cannot tell the format of {loc.uri}: expected .parquet or .jsonl/.json (optionally .gz/.zst)")
+
+
+def iter_parquet_batches(loc: Location, batch_size: int, columns: list[str] | None = None) -> Iterator[pa.RecordBatch]:
+    with loc.fs.open_input_file(loc.path) as f:
+        reader = pq.ParquetFile(f)
+        yield from reader.iter_batches(batch_size=batch_size, columns=columns)
+
+
+def parquet_schema(loc: Location) -> pa.Schema:
+    with loc.fs.open_input_file(loc.path) as f:
+        return pq.read_schema(f)
+
+
+def iter_jsonl_lines(loc: Location, batch_size: int, chunk_bytes: int = 1 << 20) -> Iterator[list[bytes]]:
+    """Raw lines (without the newline) in batches; .gz/.zst are decompressed while streaming.
+
+    A truncated or corrupt compressed file raises CorruptInputError after the lines before the
+    damage have been yielded.
+    """
+    compression = "gzip" if loc.path.endswith(".gz") else "zstd" if loc.path.endswith((".zst", ".zstd")) else None
+    batch: list[bytes] = []
+    rest = b""
+    try:
+        with loc.fs.open_input_stream(loc.path, compression=compression) as stream:
+            while chunk := stream.read(chunk_bytes):
+                lines = (rest + chunk).split(b"\n")
+                rest = lines.pop()
+                for line in lines:
+                    batch.append(line.removesuffix(b"\r"))
+                    if len(batch) >= batch_size:
+                        yield batch
+                        batch = []
+    except (OSError, pa.ArrowInvalid) as err:
+        if isinstance(err, FileNotFoundError):
+            raise
+        if batch:
+            yield batch
+        raise CorruptInputError(f"{loc.uri}: corrupt or truncated file: {err}") from err
+    if rest:
+        batch.append(rest.removesuffix(b"\r"))
+    if batch:
+        yield batch
+
+
+class CorruptInputError(IOError):
+    """An input file cannot be read to its end."""
+
+
+class _HashingSink:
+    """File-like wrapper that hashes and counts bytes as pyarrow writes them."""
+
+    def __init__(self, sink):
+        self.sink, self.sha256, self.nbytes, self.closed = sink, hashlib.sha256(), 0, False
+
+    def write(self, data) -> int:
+        data = bytes(data)
+        self.sha256.update(data)
+        self.nbytes += len(data)
+        self.sink.write(data)
+        return len(data)
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        self.closed = True
+
+    def writable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return False
+
+    def tell(self) -> int:
+        return self.nbytes
+
+
+class ShardWriter:
+    """Writes one Parquet shard that becomes visible only when complete.
+
+    The file is written under a temporary name (beside the target locally, in the system temp
+    directory for S3), fsynced, then renamed into place or uploaded whole, so a reader never
+    sees a partial shard. `abort()` leaves nothing behind.
+    """
+
+    def __init__(self, loc: Location, schema: pa.Schema, compression: str = "zstd"):
+        self.loc, self.schema, self.rows = loc, schema, 0
+        tmp_dir = os.path.dirname(loc.path) if loc.is_local else tempfile.gettempdir()
+        os.makedirs(tmp_dir, exist_ok=True)
+        self._tmp = os.path.join(tmp_dir, f".tmp-{uuid.uuid4().hex}-{os.path.basename(loc.path)}")
+        self._stream = open(self._tmp, "wb")
+        self._sink = _HashingSink(self._stream)
+        self._writer = pq.ParquetWriter(pa.PythonFile(self._sink, mode="w"), schema, compression=compression)
+
+    def write(self, table: pa.Table | pa.RecordBatch) -> None:
+        if table.num_rows:
+            if isinstance(table, pa.RecordBatch):
+                table = pa.Table.from_batches([table])
+            self._writer.write_table(table.cast(self.schema) if table.schema != self.schema else table)
+            self.rows += table.num_rows
+
+    def commit(self) -> dict:
+        """Finish the file and make it visible; returns rows, bytes and sha256."""
+        self._writer.close()
+        self._stream.flush()
+        os.fsync(self._stream.fileno())
+        self._stream.close()
+        if self.loc.is_local:
+            os.replace(self._tmp, self.loc.path)
+        else:
+            try:
+                upload_file(self._tmp, self.loc)
+            finally:
+                os.remove(self._tmp)
+        return {"rows": self.rows, "bytes": self._sink.nbytes, "sha256": self._sink.sha256.hexdigest()}
+
+    def abort(self) -> None:
+        try:
+            self._writer.close()
+        except Exception:  # noqa: BLE001 - already failing; only clean up
+            pass
+        self._stream.close()
+        if os.path.exists(self._tmp):
+            os.remove(self._tmp)
+
+    def __enter__(self) -> "ShardWriter":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is not None:
+            self.abort()
+
+
+def upload_file(local_path: str, loc: Location) -> None:
+    """Copy a finished local file to a (remote) location as one object."""
+    pafs.copy_files(local_path, loc.path, source_filesystem=pafs.LocalFileSystem(), destination_filesystem=loc.fs)
