@@ -24,12 +24,21 @@ import regex
 from winnow.schemas.config import C4Rules, FineWebRules, GopherQualityRules, GopherRepetitionRules, HeuristicsConfig
 from winnow.stages.base import DocumentStage, StageResult
 
-# Words: URLs whole, words with inner apostrophes/periods/commas (it's, U.S, 3.5, 1,000), an
-# ellipsis, or any single other non-space character (punctuation becomes its own token).
-WORD_RE = re.compile(r"(?:https?://|www\.)\S+|\w+(?:[.,'’]\w+)*|\.{2,}|[^\w\s]")
+# Words, split the way spaCy's English tokenizer (which datatrove uses) splits them: URLs whole,
+# dotted abbreviations whole (U.S., Dr.), contractions split (do|n't, it|'s, can|not), numbers and
+# words with inner periods/commas/slashes/apostrophes whole (3.5, 1,000, and/or, O'Brien), runs of dots or dashes,
+# and any other non-space character as its own token.
+_CONTRACTION = r"['’](?:s|re|ve|ll|m|d)\b"
+WORD_RE = re.compile(
+    r"(?:https?://|www\.)\S+"
+    r"|(?:[A-Za-z]\.){2,}|(?:[A-Z]|Mr|Mrs|Ms|Dr|St|Jr|Sr|Prof|Inc|Ltd|Co|Jan|Feb|Mar|Apr|Jun|Jul|Aug|Sep|Sept|Oct"
+    r"|Nov|Dec)\.(?=\s|$)"
+    r"|\w+?(?=n['’]t\b)|n['’]t\b|(?<=\w)" + _CONTRACTION + r"|(?i:can)(?=not\b)"
+    r"|\w+(?:[.,/]\w+|['’](?!(?:s|re|ve|ll|m|d)\b)\w+)*"
+    r"|\.{2,}|-{2,}|[^\w\s]"
+)
 PARAGRAPH_RE = re.compile(r"\n{2,}")
 LINES_RE = re.compile(r"\n+")
-SENTENCE_END_RE = re.compile(r"[.!?]+[\"'”’)\]]*(?=\s|$)")
 CITATION_RE = re.compile(r"\[\d*]|\[edit]|\[citation needed]")
 TERMINAL_PUNCTUATION_RE = regex.compile(r"\p{Sentence_Terminal}")  # Unicode's sentence terminators
 C4_END_PUNCTUATION = (".", "?", "!", '"', "'")
@@ -218,10 +227,16 @@ def _repeated_ngram_chars(doc: Doc, n: int) -> int:
 
 
 def _count_sentences(line: str) -> int:
-    """Sentence ends in a line, plus the unterminated tail if any (at least one)."""
-    ends = len(SENTENCE_END_RE.findall(line))
-    tail = SENTENCE_END_RE.split(line)[-1]
-    return max(ends + (1 if tail.strip() else 0), 1)
+    """Sentences in a line as spaCy's sentencizer splits them: a new sentence starts at the first
+    non-punctuation token after a sentence-terminal token (abbreviations like "Dr." are one token)."""
+    sentences, seen_end = 1, False
+    for token in split_words(line):
+        if TERMINAL_PUNCTUATION_RE.fullmatch(token):
+            seen_end = True
+        elif seen_end and not is_symbol_word(token):
+            sentences += 1
+            seen_end = False
+    return sentences
 
 
 def c4(cfg: C4Rules) -> Callable[[Doc], tuple[Verdict, str]]:
