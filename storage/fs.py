@@ -40,7 +40,7 @@ class Location:
         self.fs.create_dir(self.path, recursive=True)
 
     def read_bytes(self) -> bytes:
-        with self.fs.open_input_stream(self.path) as f:
+        with self.fs.open_input_stream(self.path, compression=None) as f:
             return f.read()
 
     def write_bytes_atomic(self, data: bytes) -> None:
@@ -54,7 +54,7 @@ class Location:
                 os.fsync(f.fileno())
             os.replace(tmp, self.path)
         else:
-            with self.fs.open_output_stream(self.path) as f:
+            with self.fs.open_output_stream(self.path, compression=None) as f:
                 f.write(data)
 
     def delete(self) -> None:

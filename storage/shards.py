@@ -6,6 +6,7 @@ worker's memory stays bounded by the batch size, never by the shard size.
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import os
 import tempfile
@@ -15,6 +16,7 @@ from collections.abc import Iterator
 import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
+import zstandard
 
 from winnow.storage.fs import Location
 
@@ -44,17 +46,17 @@ def parquet_schema(loc: Location) -> pa.Schema:
         return pq.read_schema(f)
 
 
-def iter_jsonl_lines(loc: Location, batch_size: int, chunk_bytes: int = 1 << 20) -> Iterator[list[bytes]]:
+def iter_jsonl_lines(loc: Location, batch_size: int, chunk_bytes: int = 1 << 16) -> Iterator[list[bytes]]:
     """Raw lines (without the newline) in batches; .gz/.zst are decompressed while streaming.
 
     A truncated or corrupt compressed file raises CorruptInputError after the lines before the
     damage have been yielded.
     """
-    compression = "gzip" if loc.path.endswith(".gz") else "zstd" if loc.path.endswith((".zst", ".zstd")) else None
     batch: list[bytes] = []
     rest = b""
     try:
-        with loc.fs.open_input_stream(loc.path, compression=compression) as stream:
+        with loc.fs.open_input_stream(loc.path, compression=None) as raw:
+            stream = _decompressed(raw, loc.path)
             while chunk := stream.read(chunk_bytes):
                 lines = (rest + chunk).split(b"\n")
                 rest = lines.pop()
@@ -63,7 +65,7 @@ def iter_jsonl_lines(loc: Location, batch_size: int, chunk_bytes: int = 1 << 20)
                     if len(batch) >= batch_size:
                         yield batch
                         batch = []
-    except (OSError, pa.ArrowInvalid) as err:
+    except (OSError, EOFError, zstandard.ZstdError, pa.ArrowInvalid) as err:
         if isinstance(err, FileNotFoundError):
             raise
         if batch:
@@ -73,6 +75,15 @@ def iter_jsonl_lines(loc: Location, batch_size: int, chunk_bytes: int = 1 << 20)
         batch.append(rest.removesuffix(b"\r"))
     if batch:
         yield batch
+
+
+def _decompressed(raw, path: str):
+    """A readable stream of the file's content, by the compression its name says."""
+    if path.endswith(".gz"):
+        return gzip.GzipFile(fileobj=raw)
+    if path.endswith((".zst", ".zstd")):
+        return zstandard.ZstdDecompressor().stream_reader(raw)
+    return raw
 
 
 class CorruptInputError(IOError):
