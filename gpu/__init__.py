@@ -1,0 +1,1 @@
+"""Batched inference engine and custom CUDA/Triton kernels, each with a CPU reference path."""

@@ -85,8 +85,10 @@ def test_stage_on_a_table_counts_add_up_and_rejects_name_the_rule():
     assert result.rejects.column("id").to_pylist() == ["b", "c"]
     assert result.rejects.column("reject_reason").to_pylist() == ["gopher_repetition.top_2_gram",
                                                                  "gopher_repetition.top_2_gram"]
-    assert result.rejects.column("reject_detail")[0].as_py() == "0.900 > 0.2"  # "Too short" ×1 of 10 chars
+    assert result.rejects.column("reject_detail")[0].as_py() == "0.900 > 0.2"  # the bigram "Too short": 9 of 10 characters
     assert result.rows_in == result.kept.num_rows + result.rejects.num_rows
+    all_kept = Heuristics(DEFAULT).apply(table.slice(0, 1))  # a batch with nothing to reject
+    assert all_kept.kept.num_rows == 1 and all_kept.rejects.num_rows == 0
 
 
 def test_rules_fire_as_documented_on_hand_picked_c4_documents():
