@@ -25,7 +25,8 @@ import time
 from pathlib import Path
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "web"
-SOURCES = [SHARED / "c4_train_first1k" / "c4_sample.jsonl", SHARED / "olmo_c4_sample_1k" / "c4-sample.00000-of-00001.json.gz"]
+SOURCES = [SHARED / "c4_train_first1k" / "c4_sample.jsonl",
+           SHARED / "olmo_c4_sample_1k" / "c4-sample.00000-of-00001.json.gz"]
 RULESETS = ["gopher_repetition", "gopher_quality", "c4", "fineweb"]
 
 

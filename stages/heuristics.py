@@ -348,6 +348,7 @@ class Heuristics(DocumentStage):
                 reasons.append(reason)
                 details.append(detail)
         kept = table.take(pa.array(keep, pa.int64()))
-        kept = kept.set_column(kept.schema.get_field_index("text"), table.schema.field("text"), pa.array(texts, pa.string()))
+        text_index = kept.schema.get_field_index("text")
+        kept = kept.set_column(text_index, table.schema.field("text"), pa.array(texts, pa.string()))
         return StageResult.of(self.name, table.num_rows, kept, table.take(pa.array(drop, pa.int64())), reasons, details)
 

@@ -16,7 +16,13 @@ from winnow.schemas.config import IngestConfig, InputConfig
 from winnow.schemas.documents import DOCUMENT_SCHEMA, reject_schema_for
 from winnow.stages.base import Stage, StageResult
 from winnow.storage.fs import Location
-from winnow.storage.shards import CorruptInputError, detect_format, iter_jsonl_lines, iter_parquet_batches, parquet_schema
+from winnow.storage.shards import (
+    CorruptInputError,
+    detect_format,
+    iter_jsonl_lines,
+    iter_parquet_batches,
+    parquet_schema,
+)
 
 REJECT_SCHEMA = reject_schema_for(DOCUMENT_SCHEMA)
 

@@ -56,7 +56,7 @@ class RuntimeOptions:
     progress: bool = True
 
     def in_flight(self) -> int:
-        return self.max_in_flight or max(2, 2 * int(ray.available_resources().get("CPU", 1)))
+        return self.max_in_flight or max(2, 2 * int(ray.cluster_resources().get("CPU", 1)))
 
 
 @contextlib.contextmanager
@@ -179,7 +179,8 @@ def _shard_task(stage, shard, stage_dir, config_hash, run_id, batch_size, *decis
     return process_shard(stage, shard, stage_dir, config_hash, run_id, batch_size, decisions=decisions)
 
 
-def _bounded(stage_name: str, shards: list[Shard], submit: Callable, limit: int) -> Iterator[tuple[Shard, object, object]]:
+def _bounded(stage_name: str, shards: list[Shard], submit: Callable,
+             limit: int) -> Iterator[tuple[Shard, object, object]]:
     """Keep at most `limit` tasks in flight; yield (shard, small result, payload refs) as each ends.
 
     `submit(shard)` returns (ref of a small result, payload): only the small result is fetched
@@ -268,7 +269,8 @@ def _run_global(stage: GlobalStage, shards: list[Shard], todo: list[Shard], stag
         figures = ray.get([refs[-1] for refs in reduced])
     except Exception as err:  # noqa: BLE001
         cause = getattr(err, "cause", None) or err
-        raise StageFailedError(f"stage {stage.name!r} failed in its reduce phase: {type(cause).__name__}: {cause}") from err
+        raise StageFailedError(
+            f"stage {stage.name!r} failed in its reduce phase: {type(cause).__name__}: {cause}") from err
     del map_parts
     extra: dict = {}
     for stats in figures:
