@@ -81,7 +81,11 @@ def run_winnow(texts: list[str]) -> dict[str, tuple[list[bool], float]]:
 
 
 def worker_peak_rss(n_docs: int, workdir: Path) -> float:
-    """Peak RSS (MiB) of a fresh process running the heuristics shard task on an n-doc shard."""
+    """Peak RSS (MiB) of a fresh process running the heuristics shard task on an n-doc shard.
+
+    Read from /proc/self/status VmHWM: getrusage's ru_maxrss survives execve, so a child would
+    report this (large) parent's peak instead of its own.
+    """
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -92,7 +96,6 @@ def worker_peak_rss(n_docs: int, workdir: Path) -> float:
     pq.write_table(pa.table({"id": [str(i) for i in range(n_docs)], "text": texts, "source": ["c4"] * n_docs,
                              "url": [None] * n_docs, "meta": [None] * n_docs}, schema=DOCUMENT_SCHEMA), shard)
     code = f"""
-import resource
 from winnow.schemas.config import HeuristicsConfig
 from winnow.stages.heuristics import Heuristics
 from winnow.stages.runtime import Shard, process_shard
@@ -101,7 +104,7 @@ out = resolve({str(workdir / f'out-{n_docs}')!r})
 entry = process_shard(Heuristics(HeuristicsConfig(name='heuristics')), Shard('part-00000', resolve({str(shard)!r})),
                       out, 'bench', 'bench', 2048)
 assert entry.rows_in == {n_docs}
-print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+print(next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM")) / 1024)
 """
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     return float(result.stdout.strip().splitlines()[-1])

@@ -63,13 +63,14 @@ def split_words(text: str) -> list[str]:
 class Doc:
     """A text and the views of it rules share, each computed at most once."""
 
-    __slots__ = ("text", "_words", "_ids", "_cum_len")
+    __slots__ = ("text", "_words", "_ids", "_cum_len", "_hashes")
 
     def __init__(self, text: str):
         self.text = text
         self._words: list[str] | None = None
         self._ids: np.ndarray | None = None
         self._cum_len: np.ndarray | None = None
+        self._hashes: dict[int, np.ndarray] = {}
 
     @property
     def words(self) -> list[str]:
@@ -85,13 +86,15 @@ class Doc:
 
     def ngram_hashes(self, n: int) -> np.ndarray:
         """64-bit hash of every word n-gram (position i covers words i..i+n-1)."""
-        if self._ids is None:
-            self._index()
-        m = len(self._ids) - n + 1
-        h = np.zeros(max(m, 0), dtype=np.uint64)
-        for k in range(n):
-            h = h * _HASH_MULT + self._ids[k : k + m]
-        return h
+        if n not in self._hashes:
+            if self._ids is None:
+                self._index()
+            if n == 1:
+                self._hashes[1] = self._ids
+            else:  # extend the (n-1)-gram hashes by one word
+                shorter = self.ngram_hashes(n - 1)
+                self._hashes[n] = shorter[:-1] * _HASH_MULT + self._ids[n - 1:] if shorter.size else shorter
+        return self._hashes[n]
 
     def ngram_chars(self, n: int) -> np.ndarray:
         """Characters of each n-gram's words (without separators)."""
@@ -192,14 +195,20 @@ def gopher_repetition(cfg: GopherRepetitionRules) -> Rule:
             if hashes.size == 0:
                 continue
             # Most frequent n-gram (ties: the first to occur), counted with its separators.
-            _, first, inverse, counts = np.unique(hashes, return_index=True, return_inverse=True, return_counts=True)
+            _, first, counts = np.unique(hashes, return_index=True, return_counts=True)
             best = np.flatnonzero(counts == counts.max())
             top = best[np.argmin(first[best])]
             top_chars = (doc.ngram_chars(n)[first[top]] + n - 1) * counts[top]
             if _over(r := top_chars / size, limit):
                 return f"top_{n}_gram", f"{r:.3f} > {limit}"
+        no_repeats_from = None  # no n-gram repeats => no longer one does either
         for n, limit in sorted(cfg.dup_n_grams.items()):
-            if _over(r := _repeated_ngram_chars(doc, n) / size, limit):
+            if no_repeats_from is not None and n > no_repeats_from:
+                continue
+            repeated = _repeated_ngram_chars(doc, n)
+            if repeated == 0:
+                no_repeats_from = n
+            if _over(r := repeated / size, limit):
                 return f"dup_{n}_gram", f"{r:.3f} > {limit}"
         return None
 

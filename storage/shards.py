@@ -37,7 +37,8 @@ def detect_format(loc: Location) -> str:
 
 def iter_parquet_batches(loc: Location, batch_size: int, columns: list[str] | None = None) -> Iterator[pa.RecordBatch]:
     with loc.fs.open_input_file(loc.path) as f:
-        reader = pq.ParquetFile(f)
+        # Buffered page reads: memory follows the batch size, not the (possibly huge) row group.
+        reader = pq.ParquetFile(f, pre_buffer=False, buffer_size=1 << 20)
         yield from reader.iter_batches(batch_size=batch_size, columns=columns)
 
 
