@@ -68,6 +68,16 @@ class GlobalStage(Stage):
     kind = "global"
     map_columns: list[str] = ["id", "text"]
 
+    def plan(self, shards, options) -> tuple[dict[str, list], dict]:
+        """Decisions for every shard (Ray object refs, by shard name) and the stage's figures.
+
+        The default is one hash shuffle: map_keys -> partition by key -> reduce. Stages that need
+        several rounds (e.g. connected components) override this with the runtime's building blocks.
+        """
+        from winnow.stages.runtime import key_shuffle_plan
+
+        return key_shuffle_plan(self, shards, options)
+
     def map_keys(self, table: pa.Table) -> pa.Table:
         """Small per-row records (no text) with a uint64 `key` column used for partitioning."""
         raise NotImplementedError

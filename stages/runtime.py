@@ -175,7 +175,7 @@ def _run_tasks(stage: Stage, todo: list[Shard], stage_dir: Location, config_hash
 
 @ray.remote
 def _shard_task(stage, shard, stage_dir, config_hash, run_id, batch_size, *decision_parts):
-    decisions = pa.concat_tables([DECISION_SCHEMA.empty_table(), *decision_parts]) if decision_parts else None
+    decisions = concat(decision_parts) if decision_parts else None
     return process_shard(stage, shard, stage_dir, config_hash, run_id, batch_size, decisions=decisions)
 
 
@@ -216,14 +216,75 @@ def _failure_message(stage_name: str, shard: Shard, err: BaseException) -> str:
 
 
 # ---------------------------------------------------------------- global stages
+#
+# Shuffle building blocks. A "partitioned" result is a list (one per producer) of lists (one per
+# consumer partition) of object refs; consumers receive their column as task arguments, so only
+# the data a task needs is moved to it, and the driver never fetches the data itself.
 
 
-def _map_task(stage: GlobalStage, shard_index: int, source: Location, batch_size: int, partitions: int):
-    """Key records of one shard split into `partitions` tables, plus the row count last."""
+def partition_count(shards: list[Shard], options: RuntimeOptions) -> int:
+    cpus = int(ray.cluster_resources().get("CPU", 1))
+    return options.shuffle_partitions or max(1, min(len(shards), 2 * cpus))
+
+
+def map_shards(name: str, shards: list[Shard], fn: Callable, outputs: int, options: RuntimeOptions, *args,
+               per_shard_args: dict[str, list] | None = None) -> tuple[list[list], list]:
+    """Run `fn(shard_index, shard, *args, *per_shard_args[shard])` per shard (bounded in flight).
+
+    `fn` returns `outputs` tables and then a small figure; returns the table refs per shard (in
+    shard order) and the figures. A failure names the shard.
+    """
+    task = ray.remote(fn).options(num_returns=outputs + 1, max_retries=options.max_retries)
+    index = {s.name: i for i, s in enumerate(shards)}
+
+    def submit(shard: Shard):
+        extra = (per_shard_args or {}).get(shard.name, [])
+        refs = task.remote(index[shard.name], shard, *args, *extra)
+        return refs[-1], refs[:-1]
+
+    parts: list[list] = [[] for _ in shards]
+    figures: list = [None] * len(shards)
+    for shard, figure, refs in _bounded(name, shards, submit, options.in_flight()):
+        parts[index[shard.name]] = refs
+        figures[index[shard.name]] = figure
+    return parts, figures
+
+
+def exchange(name: str, phase: str, fn: Callable, inputs: list[list], outputs: int, options: RuntimeOptions,
+             *args) -> tuple[list[list], list]:
+    """One task per input partition p: `fn(p, *args, *[producer[p] for producer in inputs])`.
+
+    `fn` returns `outputs` tables then a small figure; returns the refs per task and the figures.
+    """
+    partitions = len(inputs[0]) if inputs else 0
+    task = ray.remote(fn).options(num_returns=outputs + 1, max_retries=options.max_retries)
+    refs = [task.remote(p, *args, *[producer[p] for producer in inputs]) for p in range(partitions)]
+    try:
+        figures = ray.get([r[-1] for r in refs])
+    except Exception as err:  # noqa: BLE001 - re-raised with the phase named
+        cause = getattr(err, "cause", None) or err
+        raise StageFailedError(f"stage {name!r} failed in its {phase} phase: {type(cause).__name__}: {cause}") from err
+    return [r[:-1] for r in refs], figures
+
+
+def split_by(table: pa.Table, column: str, parts: int, key: Callable | None = None) -> list[pa.Table]:
+    """Rows of `table` routed to `parts` tables by `key(column values) % parts`."""
+    values = table.column(column).to_numpy()
+    target = (key(values) if key else values) % parts
+    return [table.filter(pa.array(target == p)) for p in range(parts)]
+
+
+def concat(parts) -> pa.Table | None:
+    tables = [p for p in parts if p is not None]
+    return pa.concat_tables(tables) if tables else None
+
+
+def _key_map_task(shard_index: int, shard: Shard, stage: GlobalStage, batch_size: int, partitions: int):
+    """Key records of one shard split into partitions by key, plus the row count last."""
     from winnow.storage.shards import iter_parquet_batches
 
     tables, offset = [], 0
-    for batch in iter_parquet_batches(source, batch_size, columns=stage.map_columns):
+    for batch in iter_parquet_batches(shard.source, batch_size, columns=stage.map_columns):
         keys = stage.map_keys(pa.Table.from_batches([batch]))
         n = keys.num_rows
         keys = keys.append_column("_shard", pa.array([shard_index] * n, pa.int32()))
@@ -232,52 +293,41 @@ def _map_task(stage: GlobalStage, shard_index: int, source: Location, batch_size
         offset += n
     if not tables:
         return [None] * partitions + [0]
-    keys = pa.concat_tables(tables)
-    part = keys.column("key").to_numpy() % partitions
-    return [keys.filter(pa.array(part == p)) for p in range(partitions)] + [offset]
+    return split_by(pa.concat_tables(tables), "key", partitions) + [offset]
 
 
-def _reduce_task(stage: GlobalStage, n_shards: int, *parts):
-    """Decisions of one partition split by shard, plus the partition's figures last."""
-    tables = [p for p in parts if p is not None]
-    if tables:
-        decisions, stats = stage.reduce(pa.concat_tables(tables))
-    else:
-        decisions, stats = DECISION_SCHEMA.empty_table(), {}
-    shard_of = decisions.column("_shard").to_numpy()
-    return [decisions.filter(pa.array(shard_of == i)) for i in range(n_shards)] + [stats]
+def _key_reduce_task(p: int, stage: GlobalStage, n_shards: int, *parts):
+    """Decisions of one key partition routed to their shards, plus the partition's figures last."""
+    keys = concat(parts)
+    decisions, figures = stage.reduce(keys) if keys is not None else (DECISION_SCHEMA.empty_table(), {})
+    return split_by(decisions, "_shard", n_shards) + [figures]
+
+
+def key_shuffle_plan(stage: GlobalStage, shards: list[Shard], options: RuntimeOptions) -> tuple[dict, dict]:
+    """map_keys per shard -> partition by key -> reduce per partition -> decisions per shard."""
+    partitions = partition_count(shards, options)
+    stage_ref = ray.put(stage)
+    parts, _ = map_shards(stage.name, shards, _key_map_task, partitions, options,
+                          stage_ref, options.batch_size, partitions)
+    reduced, figures = exchange(stage.name, "reduce", _key_reduce_task, parts, len(shards), options,
+                                stage_ref, len(shards))
+    return {s.name: [r[i] for r in reduced] for i, s in enumerate(shards)}, sum_figures(figures)
+
+
+def sum_figures(figures: list[dict]) -> dict:
+    total: dict = {}
+    for figure in figures:
+        for key, value in (figure or {}).items():
+            total[key] = total.get(key, 0) + value
+    return total
 
 
 def _run_global(stage: GlobalStage, shards: list[Shard], todo: list[Shard], stage_dir: Location, config_hash: str,
                 options: RuntimeOptions, advance: Callable[[int], None]) -> tuple[list[ShardEntry], dict]:
-    """map every shard -> reduce per partition -> apply to the shards not yet committed."""
-    cpus = int(ray.cluster_resources().get("CPU", 1))
-    partitions = options.shuffle_partitions or max(1, min(len(shards), 2 * cpus))
-    stage_ref = ray.put(stage)
-    mapper = ray.remote(_map_task).options(num_returns=partitions + 1, max_retries=options.max_retries)
-    index = {s.name: i for i, s in enumerate(shards)}
-
-    def submit_map(shard: Shard):
-        refs = mapper.remote(stage_ref, index[shard.name], shard.source, options.batch_size, partitions)
-        return refs[-1], refs[:-1]
-
-    map_parts = {shard.name: parts for shard, _, parts in _bounded(stage.name, shards, submit_map, options.in_flight())}
-    reducer = ray.remote(_reduce_task).options(num_returns=len(shards) + 1, max_retries=options.max_retries)
-    reduced = [reducer.remote(stage_ref, len(shards), *[map_parts[s.name][p] for s in shards])
-               for p in range(partitions)]
-    try:
-        figures = ray.get([refs[-1] for refs in reduced])
-    except Exception as err:  # noqa: BLE001
-        cause = getattr(err, "cause", None) or err
-        raise StageFailedError(
-            f"stage {stage.name!r} failed in its reduce phase: {type(cause).__name__}: {cause}") from err
-    del map_parts
-    extra: dict = {}
-    for stats in figures:
-        for key, value in stats.items():
-            extra[key] = extra.get(key, 0) + value
-    decisions = {s.name: [refs[index[s.name]] for refs in reduced] for s in todo}
-    return _run_tasks(stage, todo, stage_dir, config_hash, options, advance, decisions), extra
+    """The stage's plan computes decisions over all shards; then the uncommitted shards apply them."""
+    decisions, extra = stage.plan(shards, options)
+    todo_decisions = {s.name: decisions[s.name] for s in todo}
+    return _run_tasks(stage, todo, stage_dir, config_hash, options, advance, todo_decisions), extra
 
 
 # ---------------------------------------------------------------- progress
