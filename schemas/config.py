@@ -155,11 +155,51 @@ class ExactDedupConfig(StrictModel):
     )
 
 
+class DedupConfig(StrictModel):
+    """MinHash LSH near-duplicate removal (defaults: word 5-grams, 112 permutations = 14 bands x 8 rows)."""
+
+    name: Literal["dedup"]
+    lowercase: bool = True
+    strip_punctuation: bool = True
+    collapse_whitespace: bool = True
+    fold_digits: bool = True
+    strip_accents: bool = True
+    ngram: int = Field(5, ge=1, le=32, description="words per shingle")
+    num_perm: int = Field(112, ge=2, le=1024)
+    bands: int | None = Field(None, ge=1, description="default 14 (with rows 8), or derived from `threshold`")
+    rows: int | None = Field(None, ge=1)
+    threshold: Fraction = Field(
+        0.8, description="Jaccard similarity that makes a duplicate: used by `verify`, and when given without "
+                         "bands/rows, to choose them (datasketch's false-positive/negative optimisation)")
+    seed: int = Field(1, ge=0, description="seed of the permutations (datasketch's `seed`)")
+    verify: bool = Field(False, description="check candidate pairs by exact Jaccard of their shingle sets")
+    keep: str = Field("lowest_id", description="survivor: 'lowest_id' or a numeric column whose highest value wins")
+    max_bucket_pairs: int = Field(
+        10, ge=1, description="a bucket of up to this many documents yields all its pairs; larger ones a star")
+
+    @model_validator(mode="after")
+    def _check_banding(self) -> "DedupConfig":
+        if (self.bands is None) != (self.rows is None):
+            raise ValueError("give both `bands` and `rows`, or neither (then they come from `threshold`)")
+        bands, rows = self.banding()
+        if bands * rows > self.num_perm:
+            raise ValueError(f"bands x rows = {bands * rows} exceeds num_perm {self.num_perm}")
+        return self
+
+    def banding(self) -> tuple[int, int]:
+        if self.bands is not None:
+            return self.bands, self.rows
+        if "threshold" in self.model_fields_set:
+            from datasketch.lsh import _optimal_param
+
+            return _optimal_param(self.threshold, self.num_perm, 0.5, 0.5)
+        return 14, 8
+
+
 StageConfig = Annotated[
-    Union[IngestConfig, HeuristicsConfig, ExactDedupConfig],
+    Union[IngestConfig, HeuristicsConfig, ExactDedupConfig, DedupConfig],
     Field(discriminator="name"),
 ]
-STAGE_NAMES = ("ingest", "heuristics", "exact_dedup")
 
 
 class RunConfig(StrictModel):

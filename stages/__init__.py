@@ -8,13 +8,14 @@ from winnow.stages.base import DocumentStage, GlobalStage, Stage, StageResult
 
 def build_stage(stage_config, run_config: RunConfig, input_root: str) -> Stage:
     """The stage object for one entry of the config's `stages` list."""
+    from winnow.stages.dedup import Dedup
     from winnow.stages.exact_dedup import ExactDedup
     from winnow.stages.heuristics import Heuristics
     from winnow.stages.ingest import Ingest
 
     if stage_config.name == "ingest":
         return Ingest(stage_config, run_config.input, input_root)
-    return {"heuristics": Heuristics, "exact_dedup": ExactDedup}[stage_config.name](stage_config)
+    return {"heuristics": Heuristics, "exact_dedup": ExactDedup, "dedup": Dedup}[stage_config.name](stage_config)
 
 
 __all__ = ["DocumentStage", "GlobalStage", "Stage", "StageResult", "build_stage"]

@@ -1,0 +1,387 @@
+"""Fuzzy deduplication: MinHash LSH on Ray, with signatures equal to datasketch's.
+
+Text is normalised and split into words with Arrow kernels; each distinct word is hashed once
+(64-bit BLAKE2b) and word n-gram shingle hashes are rolled from the word hashes with numpy. A
+signature is datasketch's `affine64` MinHash of those shingle hashes: min over shingles of
+`a * fmix64(h) + b (mod 2^64)`, with datasketch's own permutations for the seed, so
+`datasketch.MinHash(num_perm, seed, hashfunc=shingle_hash, scheme="affine64")` fed the same
+shingles gives the same values (tested), and a winnow signature can go into a `MinHashLSH`.
+
+On Ray (see `Dedup.plan`): signatures per shard -> (band, band hash, node) records shuffled by
+band hash -> candidate pairs per bucket -> [optional exact-Jaccard verification] -> connected
+components by alternating large-star / small-star rounds on the edge list (Kiveris et al. 2014,
+no process ever holds all pairs) -> one survivor per component -> decisions back to each shard.
+Only integers (and, for survivors, ids) cross the shuffles; text is read again only to verify.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+import pyarrow.compute as pc
+import ray
+from datasketch import MinHash
+
+from winnow.schemas.config import DedupConfig
+from winnow.stages.base import GlobalStage, StageResult
+from winnow.stages.runtime import concat, exchange, map_shards, partition_count, split_by
+from winnow.storage.shards import iter_parquet_batches
+
+_MULT = np.uint64(0x9E3779B97F4A7C15)  # odd 64-bit constant for rolling word hashes into shingle hashes
+_FMIX = (np.uint64(33), np.uint64(0xFF51AFD7ED558CCD), np.uint64(33), np.uint64(0xC4CEB9FE1A85EC53), np.uint64(33))
+_MAX_CHUNK_SHINGLES = 1 << 15
+
+DECISIONS = pa.schema([("_shard", pa.int32()), ("_row", pa.int64()), ("drop", pa.bool_()),
+                       ("cluster", pa.string()), ("size", pa.int64())])
+EDGES = pa.schema([("u", pa.int64()), ("v", pa.int64())])
+
+
+def fmix64(h: np.ndarray) -> np.ndarray:
+    """MurmurHash3's 64-bit finalizer (the pre-mix datasketch's affine64 scheme applies)."""
+    s1, m1, s2, m2, s3 = _FMIX
+    h = h ^ (h >> s1)
+    h = h * m1
+    h = h ^ (h >> s2)
+    h = h * m2
+    return h ^ (h >> s3)
+
+
+def word_hash(word: str) -> int:
+    return int.from_bytes(hashlib.blake2b(word.encode(), digest_size=8).digest(), "little")
+
+
+def shingle_hash(shingle: bytes) -> int:
+    """The 64-bit hash of one shingle (its words joined by single spaces): datasketch's hashfunc."""
+    h = 0
+    for word in shingle.decode().split(" "):
+        h = (h * int(_MULT) + word_hash(word)) & 0xFFFFFFFFFFFFFFFF
+    return h
+
+
+def normalise(texts: pa.Array | pa.ChunkedArray, cfg: DedupConfig) -> pa.Array:
+    if cfg.strip_accents:
+        texts = pc.replace_substring_regex(pc.utf8_normalize(texts, "NFKD"), r"\p{Mn}", "")
+    if cfg.lowercase:
+        texts = pc.utf8_lower(texts)
+    if cfg.fold_digits:
+        texts = pc.replace_substring_regex(texts, r"\d", "0")
+    if cfg.strip_punctuation:
+        texts = pc.replace_substring_regex(texts, r"[\p{P}\p{S}]", " ")
+    return texts
+
+
+def split_words(texts: pa.Array | pa.ChunkedArray, cfg: DedupConfig) -> pa.ListArray:
+    texts = normalise(texts, cfg)
+    words = pc.utf8_split_whitespace(texts) if cfg.collapse_whitespace else pc.split_pattern(texts, " ")
+    return words.combine_chunks() if isinstance(words, pa.ChunkedArray) else words
+
+
+def shingles(text: str, cfg: DedupConfig) -> list[bytes]:
+    """The shingles of one text as datasketch would be fed them (for tests and verification)."""
+    words = split_words(pa.array([text]), cfg)[0].as_py()
+    return [" ".join(words[i:i + cfg.ngram]).encode() for i in range(len(words) - cfg.ngram + 1)]
+
+
+class Shingler:
+    """Vectorised shingle hashes and MinHash signatures for a batch of texts."""
+
+    def __init__(self, cfg: DedupConfig):
+        self.cfg = cfg
+        perms = MinHash(num_perm=cfg.num_perm, seed=cfg.seed, scheme="affine64").permutations
+        self.a, self.b = perms[0].astype(np.uint64), perms[1].astype(np.uint64)
+
+    def shingle_hashes(self, texts) -> tuple[np.ndarray, np.ndarray]:
+        """Flat shingle hashes and per-document offsets into them (len(texts) + 1)."""
+        n = self.cfg.ngram
+        words = split_words(texts, self.cfg)
+        offsets = words.offsets.to_numpy().astype(np.int64)
+        offsets = offsets - offsets[0]
+        flat = words.flatten()
+        encoded = pc.dictionary_encode(flat)
+        vocab = np.fromiter((word_hash(w) for w in encoded.dictionary.to_pylist()), dtype=np.uint64,
+                            count=len(encoded.dictionary))
+        ids = encoded.indices.to_numpy(zero_copy_only=False)
+        word_hashes = vocab[ids] if len(ids) else np.zeros(0, np.uint64)
+        counts = np.maximum(np.diff(offsets) - n + 1, 0)
+        m = len(word_hashes) - n + 1
+        if m <= 0 or counts.sum() == 0:
+            return np.zeros(0, np.uint64), np.concatenate([[0], np.cumsum(counts)])
+        rolled = word_hashes[:m].copy()
+        for k in range(1, n):
+            rolled = rolled * _MULT + word_hashes[k:k + m]
+        shingle_starts = np.concatenate([[0], np.cumsum(counts)])
+        positions = (np.arange(shingle_starts[-1]) - np.repeat(shingle_starts[:-1], counts)
+                     + np.repeat(offsets[:-1], counts))
+        return rolled[positions], shingle_starts
+
+    def signatures(self, texts) -> tuple[np.ndarray, np.ndarray]:
+        """(docs x num_perm) uint64 signatures, and which documents have at least one shingle."""
+        hashes, starts = self.shingle_hashes(texts)
+        counts = np.diff(starts)
+        sig = np.full((len(counts), self.cfg.num_perm), np.uint64(0xFFFFFFFFFFFFFFFF), dtype=np.uint64)
+        mixed = fmix64(hashes)
+        docs = np.flatnonzero(counts)
+        i = 0
+        while i < len(docs):  # chunks of whole documents, ~32k shingles each
+            j = i + 1
+            while j < len(docs) and starts[docs[j] + 1] - starts[docs[i]] <= _MAX_CHUNK_SHINGLES:
+                j += 1
+            lo, hi = starts[docs[i]], starts[docs[j - 1] + 1]
+            permuted = mixed[lo:hi, None] * self.a[None, :] + self.b[None, :]
+            sig[docs[i:j]] = np.minimum.reduceat(permuted, starts[docs[i:j]] - lo, axis=0)
+            i = j
+        return sig, counts > 0
+
+    def band_keys(self, sig: np.ndarray) -> np.ndarray:
+        """(docs x bands) uint64 hash of each band's rows."""
+        bands, rows = self.cfg.banding()
+        keys = np.zeros((sig.shape[0], bands), dtype=np.uint64)
+        for band in range(bands):
+            key = np.full(sig.shape[0], np.uint64(band + 1), dtype=np.uint64)
+            for row in range(rows):
+                key = key * _MULT + sig[:, band * rows + row]
+            keys[:, band] = fmix64(key)
+        return keys
+
+
+def node_ids(shard_index: int, rows: np.ndarray) -> np.ndarray:
+    """A document's node id in the graph: shard index in the high 32 bits, row in the low."""
+    return (np.int64(shard_index) << np.int64(32)) | rows.astype(np.int64)
+
+
+def _shard_of(nodes: np.ndarray) -> np.ndarray:
+    return nodes >> 32
+
+
+# ---------------------------------------------------------------- Ray tasks (one per shard / partition)
+
+
+def _signature_task(shard_index, shard, stage: "Dedup", batch_size: int, partitions: int):
+    """Band records (band, key, node) of one shard, split by key; figures last."""
+    shingler = Shingler(stage.config)
+    bands, _ = stage.config.banding()
+    tables, offset, short = [], 0, 0
+    for batch in iter_parquet_batches(shard.source, batch_size, columns=["text"]):
+        sig, has_shingles = shingler.signatures(batch.column("text"))
+        rows = np.arange(offset, offset + batch.num_rows)[has_shingles]
+        keys = shingler.band_keys(sig[has_shingles])
+        short += int((~has_shingles).sum())
+        offset += batch.num_rows
+        tables.append(pa.table({
+            "band": np.tile(np.arange(bands, dtype=np.int32), len(rows)),
+            "key": keys.reshape(-1),
+            "node": np.repeat(node_ids(shard_index, rows), bands),
+        }))
+    records = concat(tables) or pa.table({"band": pa.array([], pa.int32()), "key": pa.array([], pa.uint64()),
+                                          "node": pa.array([], pa.int64())})
+    return split_by(records, "key", partitions) + [{"documents": offset, "shorter_than_a_shingle": short}]
+
+
+def _bucket_task(p, stage: "Dedup", partitions: int, n_shards: int, *parts):
+    """Candidate pairs of the buckets in this partition (split by u) and node requests per shard."""
+    records = concat(parts)
+    empty = EDGES.empty_table()
+    if records is None or records.num_rows == 0:
+        return [empty] * partitions + [pa.table({"node": pa.array([], pa.int64())})] * n_shards + [{"buckets": 0}]
+    buckets = (pl.from_arrow(records).group_by(["band", "key"]).agg(pl.col("node").unique().sort())
+               .filter(pl.col("node").list.len() > 1))
+    small = buckets.filter(pl.col("node").list.len() <= stage.config.max_bucket_pairs)
+    large = buckets.filter(pl.col("node").list.len() > stage.config.max_bucket_pairs)
+    pairs = []
+    if small.height:  # every pair of a small bucket
+        members = small.select(pl.int_range(pl.len()).alias("bucket"), pl.col("node")).explode("node")
+        joined = members.join(members, on="bucket", suffix="_2").filter(pl.col("node") < pl.col("node_2"))
+        pairs.append(joined.select(pl.col("node").alias("u"), pl.col("node_2").alias("v")))
+    if large.height:  # a star on the smallest node: same components, linear in bucket size
+        star = large.select(pl.col("node").list.first().alias("u"), pl.col("node").list.slice(1).alias("v"))
+        pairs.append(star.explode("v"))
+    edges = pl.concat(pairs).unique().to_arrow().cast(EDGES) if pairs else empty
+    nodes = pa.table({"node": pc.unique(pa.concat_arrays([edges.column("u").combine_chunks(),
+                                                          edges.column("v").combine_chunks()]))})
+    return (split_by(edges, "u", partitions) + split_by(nodes, "node", n_shards, key=_shard_of)
+            + [{"buckets": buckets.height}])
+
+
+def _fetch_task(shard_index, shard, stage: "Dedup", batch_size: int, partitions: int, *requests):
+    """id (+ score, + shingle hash set when verifying) of the requested rows of one shard, by node."""
+    wanted = np.unique(np.concatenate([r.column("node").to_numpy() for r in requests] or [np.zeros(0, np.int64)]))
+    rows_wanted = wanted & np.int64(0xFFFFFFFF)
+    columns = ["id"] + ([stage.score_column] if stage.score_column else []) + (["text"] if stage.config.verify else [])
+    shingler = Shingler(stage.config) if stage.config.verify else None
+    tables, offset = [], 0
+    for batch in iter_parquet_batches(shard.source, batch_size, columns=columns) if len(wanted) else []:
+        rows = np.arange(offset, offset + batch.num_rows)
+        offset += batch.num_rows
+        mask = np.isin(rows, rows_wanted)
+        if not mask.any():
+            continue
+        picked = pa.Table.from_batches([batch]).filter(pa.array(mask))
+        out = {"node": node_ids(shard_index, rows[mask]), "id": picked.column("id")}
+        if stage.score_column:
+            out["score"] = pc.cast(picked.column(stage.score_column), pa.float64())
+        if shingler:
+            hashes, starts = shingler.shingle_hashes(picked.column("text"))
+            sets = [np.unique(hashes[starts[i]:starts[i + 1]]) for i in range(picked.num_rows)]
+            out["shingles"] = pa.array(sets, pa.list_(pa.uint64()))
+        tables.append(pa.table(out))
+    fetched = concat(tables)
+    if fetched is None:
+        return [None] * partitions + [0]
+    return split_by(fetched, "node", partitions) + [fetched.num_rows]
+
+
+def _both_directions(edges: pl.DataFrame, partitions: int) -> list[pa.Table]:
+    directed = pl.concat([edges.select("u", "v"), edges.select(pl.col("v").alias("u"), pl.col("u").alias("v"))])
+    return split_by(directed.unique().to_arrow().cast(EDGES), "u", partitions)
+
+
+def _edges_task(p, stage: "Dedup", partitions: int, fetched: list | None, *parts):
+    """Deduplicated candidate pairs of partition p, verified by exact Jaccard when asked; both directions."""
+    edges = pl.from_arrow(concat(parts)).unique()
+    figures = {"candidate_pairs": edges.height}
+    if fetched is not None and edges.height:
+        needed = np.unique(np.concatenate([edges["u"].to_numpy(), edges["v"].to_numpy()]))
+        sources = {(int(s), int(q)) for s, q in zip(_shard_of(needed), needed % partitions, strict=True)}
+        sets = {}
+        for table in ray.get([fetched[s][q] for s, q in sorted(sources)]):
+            if table is not None:
+                sets.update(zip(table.column("node").to_pylist(),
+                                (np.asarray(x, dtype=np.uint64) for x in table.column("shingles").to_pylist()),
+                                strict=True))
+        similarity = np.array([_jaccard(sets[u], sets[v]) for u, v in edges.iter_rows()])
+        edges = edges.filter(pl.Series(similarity >= stage.config.threshold))
+        figures["verified_pairs"] = edges.height
+    return _both_directions(edges, partitions) + [figures]
+
+
+def _jaccard(a: np.ndarray, b: np.ndarray) -> float:
+    inter = np.intersect1d(a, b, assume_unique=True).size
+    union = a.size + b.size - inter
+    return inter / union if union else 0.0
+
+
+def _star_task(p, kind: str, partitions: int, *parts):
+    """One large-star or small-star step on the directed edges whose source is in partition p.
+
+    Returns the new (both-direction) edges by source partition and a checksum of the input
+    edge set, so the driver can stop when a full round changes nothing.
+    """
+    edges = pl.from_arrow(concat(parts) or EDGES.empty_table())
+    checksum = int(fmix64(edges.filter(pl.col("u") < pl.col("v")).select(
+        (pl.col("u").cast(pl.UInt64) * int(_MULT) + pl.col("v").cast(pl.UInt64)).alias("h"))["h"].to_numpy())
+        .sum(dtype=np.uint64)) if edges.height else 0
+    m = edges.group_by("u").agg(pl.min("v").alias("m")).with_columns(pl.min_horizontal("u", "m").alias("m"))
+    edges = edges.join(m, on="u")
+    if kind == "large":  # link every larger neighbour to the smallest of the neighbourhood
+        new = edges.filter(pl.col("v") > pl.col("u")).select(pl.col("v").alias("u"), pl.col("m").alias("v"))
+    else:  # link the smaller neighbours and the node itself to the smallest of them
+        smaller = edges.filter(pl.col("v") < pl.col("u"))
+        new = pl.concat([smaller.select(pl.col("v").alias("u"), pl.col("m").alias("v")),
+                         smaller.select(pl.col("u"), pl.col("m").alias("v")).unique()])
+    new = new.filter(pl.col("u") != pl.col("v"))
+    return _both_directions(new, partitions) + [checksum]
+
+
+def _label_task(p, stage: "Dedup", partitions: int, n_edge_parts: int, *parts):
+    """Each node of partition p with its component root (its smallest neighbour or itself) and id."""
+    edges = pl.from_arrow(concat(parts[:n_edge_parts]) or EDGES.empty_table())
+    attrs = concat(parts[n_edge_parts:])
+    labels = edges.group_by("u").agg(pl.min("v").alias("root")).select(
+        pl.col("u").alias("node"), pl.min_horizontal("u", "root").alias("root"))
+    if attrs is None or labels.height == 0:
+        return [None] * partitions + [0]
+    attrs = pl.from_arrow(attrs.drop_columns([c for c in ["shingles"] if c in attrs.schema.names]))
+    joined = labels.join(attrs, on="node").to_arrow()
+    return split_by(joined, "root", partitions) + [joined.num_rows]
+
+
+def _survivor_task(p, stage: "Dedup", n_shards: int, *parts):
+    """One survivor per component (lowest id, or highest score then lowest id); decisions by shard."""
+    members = concat(parts)
+    if members is None or members.num_rows == 0:
+        return [DECISIONS.empty_table()] * n_shards + [{"clusters": 0, "near_duplicates": 0}]
+    df = pl.from_arrow(members)
+    order = (["score", "id"], [True, False]) if "score" in df.columns else (["id"], [False])
+    df = df.sort(["root", *order[0]], descending=[False, *order[1]], nulls_last=True).with_columns(
+        cluster=pl.col("id").first().over("root"), size=pl.len().over("root"),
+        drop=pl.int_range(pl.len()).over("root") > 0)
+    decisions = pa.table({
+        "_shard": pa.array(_shard_of(df["node"].to_numpy()).astype(np.int32)),
+        "_row": pa.array(df["node"].to_numpy() & np.int64(0xFFFFFFFF)),
+        "drop": df["drop"].to_arrow(), "cluster": df["cluster"].to_arrow().cast(pa.string()),
+        "size": df["size"].to_arrow().cast(pa.int64()),
+    }, schema=DECISIONS)
+    figures = {"clusters": int(df["root"].n_unique()), "near_duplicates": int(df["drop"].sum())}
+    return split_by(decisions, "_shard", n_shards) + [figures]
+
+
+# ---------------------------------------------------------------- the stage
+
+
+class Dedup(GlobalStage):
+    name = "dedup"
+
+    def __init__(self, config: DedupConfig):
+        super().__init__(config)
+        self.score_column = None if config.keep == "lowest_id" else config.keep
+
+    def plan(self, shards, options) -> tuple[dict[str, list], dict]:
+        name, n_shards = self.name, len(shards)
+        P = partition_count(shards, options)
+        me = ray.put(self)
+        bands, rows = self.config.banding()
+        figures = {"bands": bands, "rows": rows, "partitions": P}
+
+        parts, counts = map_shards(name, shards, _signature_task, P, options, me, options.batch_size, P)
+        figures["documents"] = sum(c["documents"] for c in counts)
+        figures["shorter_than_a_shingle"] = sum(c["shorter_than_a_shingle"] for c in counts)
+        out, _ = exchange(name, "bucket", _bucket_task, parts, P + n_shards, options, me, P, n_shards)
+        candidates = [o[:P] for o in out]
+        requests = {s.name: [o[P + i] for o in out] for i, s in enumerate(shards)}
+        fetched, _ = map_shards(name, shards, _fetch_task, P, options, me, options.batch_size, P,
+                                per_shard_args=requests)
+        edges, pair_figures = exchange(name, "verify" if self.config.verify else "pairs", _edges_task, candidates,
+                                       P, options, me, P, fetched if self.config.verify else None)
+        for key in ("candidate_pairs", "verified_pairs"):
+            if key in pair_figures[0]:
+                figures[key] = sum(f[key] for f in pair_figures)
+
+        previous, rounds = None, 0
+        while True:
+            edges, checks = exchange(name, "components", _star_task, edges, P, options, "large", P)
+            checksum = sum(checks) & 0xFFFFFFFFFFFFFFFF
+            edges, _ = exchange(name, "components", _star_task, edges, P, options, "small", P)
+            rounds += 1
+            if checksum == previous:
+                break
+            previous = checksum
+        figures["component_rounds"] = rounds
+
+        labels, _ = exchange(name, "label", _label_task, edges + fetched, P, options, me, P, len(edges))
+        survivors, survivor_figures = exchange(name, "survivor", _survivor_task, labels, n_shards, options,
+                                               me, n_shards)
+        figures["clusters"] = sum(f["clusters"] for f in survivor_figures)
+        figures["near_duplicates"] = sum(f["near_duplicates"] for f in survivor_figures)
+        return {s.name: [o[i] for o in survivors] for i, s in enumerate(shards)}, figures
+
+    def apply_decisions(self, table: pa.Table, row_offset: int, decisions: pa.Table | None) -> StageResult:
+        n = table.num_rows
+        cluster = np.array(table.column("id").to_pylist(), dtype=object)
+        size = np.ones(n, dtype=np.int64)
+        drop = np.zeros(n, dtype=bool)
+        if decisions is not None and decisions.num_rows:
+            local = decisions.column("_row").to_numpy() - row_offset
+            mine = (local >= 0) & (local < n)
+            idx = local[mine]
+            cluster[idx] = np.array(decisions.column("cluster").to_pylist(), dtype=object)[mine]
+            size[idx] = decisions.column("size").to_numpy()[mine]
+            drop[idx] = decisions.column("drop").to_numpy(zero_copy_only=False)[mine]
+        annotated = table.append_column("dup_cluster", pa.array(cluster.tolist(), pa.string())) \
+                         .append_column("dup_cluster_size", pa.array(size, pa.int64()))
+        dropped = annotated.filter(pa.array(drop))
+        details = [f"duplicate of {c} (cluster of {s})" for c, s in zip(cluster[drop], size[drop], strict=True)]
+        return StageResult.of(self.name, n, annotated.filter(pa.array(~drop)), dropped,
+                              ["near_duplicate"] * int(drop.sum()), details)
