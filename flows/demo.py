@@ -153,6 +153,6 @@ def demo_config(input_dir: str, output_dir: str) -> dict:
     return {
         "input": {"uri": str(input_dir), "glob": "crawl-*"},
         "output": str(output_dir),
-        "stages": [{"name": "ingest"}, {"name": "heuristics"}, {"name": "exact_dedup"}],
+        "stages": [{"name": "ingest"}, {"name": "heuristics"}, {"name": "exact_dedup"}, {"name": "dedup"}],
         "runtime": {"batch_size": 256},
     }

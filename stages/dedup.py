@@ -75,8 +75,16 @@ def normalise(texts: pa.Array | pa.ChunkedArray, cfg: DedupConfig) -> pa.Array:
 
 def split_words(texts: pa.Array | pa.ChunkedArray, cfg: DedupConfig) -> pa.ListArray:
     texts = normalise(texts, cfg)
-    words = pc.utf8_split_whitespace(texts) if cfg.collapse_whitespace else pc.split_pattern(texts, " ")
-    return words.combine_chunks() if isinstance(words, pa.ChunkedArray) else words
+    if not cfg.collapse_whitespace:  # every single space separates words, so empty words count
+        words = pc.split_pattern(texts, " ")
+        return words.combine_chunks() if isinstance(words, pa.ChunkedArray) else words
+    words = pc.utf8_split_whitespace(texts)
+    words = words.combine_chunks() if isinstance(words, pa.ChunkedArray) else words
+    flat = words.flatten()
+    nonempty = pc.greater(pc.utf8_length(flat), 0)
+    docs = pc.list_parent_indices(words).to_numpy()[nonempty.to_numpy(zero_copy_only=False)]
+    offsets = np.concatenate([[0], np.cumsum(np.bincount(docs, minlength=len(words)))]).astype(np.int32)
+    return pa.ListArray.from_arrays(pa.array(offsets), flat.filter(nonempty))
 
 
 def shingles(text: str, cfg: DedupConfig) -> list[bytes]:
@@ -242,16 +250,16 @@ def _edges_task(p, stage: "Dedup", partitions: int, fetched: list | None, *parts
     """Deduplicated candidate pairs of partition p, verified by exact Jaccard when asked; both directions."""
     edges = pl.from_arrow(concat(parts)).unique()
     figures = {"candidate_pairs": edges.height}
-    if fetched is not None and edges.height:
+    if fetched is not None:
         needed = np.unique(np.concatenate([edges["u"].to_numpy(), edges["v"].to_numpy()]))
         sources = {(int(s), int(q)) for s, q in zip(_shard_of(needed), needed % partitions, strict=True)}
         sets = {}
-        for table in ray.get([fetched[s][q] for s, q in sorted(sources)]):
+        for table in ray.get([fetched[s][q] for s, q in sorted(sources)]) if sources else []:
             if table is not None:
                 sets.update(zip(table.column("node").to_pylist(),
                                 (np.asarray(x, dtype=np.uint64) for x in table.column("shingles").to_pylist()),
                                 strict=True))
-        similarity = np.array([_jaccard(sets[u], sets[v]) for u, v in edges.iter_rows()])
+        similarity = np.array([_jaccard(sets[u], sets[v]) for u, v in edges.iter_rows()], dtype=float)
         edges = edges.filter(pl.Series(similarity >= stage.config.threshold))
         figures["verified_pairs"] = edges.height
     return _both_directions(edges, partitions) + [figures]

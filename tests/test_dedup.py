@@ -1,0 +1,153 @@
+"""MinHash dedup: datasketch-equal signatures, LSH compatibility, and accuracy on real text."""
+
+import gzip
+import json
+import random
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from datasketch import MinHash, MinHashLSH
+
+from conftest import shared
+from winnow.flows.demo import article
+from winnow.schemas.config import ConfigError, DedupConfig, parse_config
+from winnow.schemas.documents import DOCUMENT_SCHEMA
+from winnow.stages.dedup import Dedup, Shingler, shingle_hash, shingles
+from winnow.stages.dedup_eval import brute_force_truth, edited_corpus
+from winnow.stages.runtime import RuntimeOptions, Shard, run_stage
+from winnow.storage.fs import resolve
+
+DEFAULT = DedupConfig(name="dedup")
+
+
+def generated(n, seed=0):
+    rng = random.Random(seed)
+    return [article(rng) for _ in range(n)]
+
+
+def c4_texts():
+    path = shared("web/c4_train_first1k/c4_sample.jsonl")
+    other = shared("web/olmo_c4_sample_1k/c4-sample.00000-of-00001.json.gz")
+    texts = [json.loads(line)["text"] for line in path.open()]
+    return texts + [json.loads(line)["text"] for line in gzip.open(other, "rt")]
+
+
+def datasketch_minhash(text, cfg):
+    mh = MinHash(num_perm=cfg.num_perm, seed=cfg.seed, hashfunc=shingle_hash, scheme="affine64")
+    for shingle in shingles(text, cfg):
+        mh.update(shingle)
+    return mh
+
+
+@pytest.mark.parametrize("cfg", [DEFAULT, DedupConfig(name="dedup", ngram=3, num_perm=64, bands=8, rows=8, seed=7, lowercase=False,
+                                                       fold_digits=False, strip_accents=False)])
+def test_signatures_equal_datasketch_for_every_value(cfg):
+    texts = generated(20) + ["Café ÉCOLE 2024 naïve résumé, déjà-vu!  " * 5, "too short", ""]
+    try:
+        texts += c4_texts()[:80]
+    except pytest.skip.Exception:
+        pass  # the generated and hand-written texts still cover the comparison
+    sig, has_shingles = Shingler(cfg).signatures(pa.array(texts))
+    for i, text in enumerate(texts):
+        expected = datasketch_minhash(text, cfg)
+        assert has_shingles[i] == bool(shingles(text, cfg))
+        np.testing.assert_array_equal(sig[i], expected.hashvalues, err_msg=f"document {i}")
+
+
+def test_winnow_signatures_go_into_a_datasketch_lsh():
+    texts = generated(30, seed=3)
+    near = texts[0].replace(".", " indeed.", 1)
+    sig, _ = Shingler(DEFAULT).signatures(pa.array(texts + [near]))
+    lsh = MinHashLSH(num_perm=DEFAULT.num_perm, params=DEFAULT.banding())
+    for i in range(len(texts)):
+        lsh.insert(f"doc{i}", MinHash(num_perm=DEFAULT.num_perm, seed=DEFAULT.seed, hashvalues=sig[i],
+                                      scheme="affine64"))
+    query = MinHash(num_perm=DEFAULT.num_perm, seed=DEFAULT.seed, hashvalues=sig[-1], scheme="affine64")
+    assert "doc0" in lsh.query(query)
+
+
+def test_normalisation_switches():
+    cfg = DedupConfig(name="dedup", ngram=2)
+    assert shingles("Héllo, WORLD 42!", cfg) == [b"hello world", b"world 00"]
+    raw = DedupConfig(name="dedup", ngram=2, lowercase=False, strip_punctuation=False, fold_digits=False,
+                      strip_accents=False)
+    assert shingles("Héllo, WORLD 42!", raw) == ["Héllo, WORLD".encode(), b"WORLD 42!"]
+
+
+def test_banding_defaults_and_threshold_optimisation():
+    assert DEFAULT.banding() == (14, 8)
+    from datasketch.lsh import _optimal_param
+
+    assert DedupConfig(name="dedup", threshold=0.7).banding() == _optimal_param(0.7, 112, 0.5, 0.5)
+    with pytest.raises(ConfigError, match="exceeds num_perm"):
+        parse_config({"input": {"uri": "/d"}, "output": "/o",
+                      "stages": [{"name": "ingest"}, {"name": "dedup", "bands": 20, "rows": 8}]})
+
+
+def write_shards(directory, ids, texts, n_shards, **extra):
+    directory.mkdir(parents=True, exist_ok=True)
+    shards = []
+    for s in range(n_shards):
+        sel = list(range(s, len(texts), n_shards))
+        columns = {"id": [ids[i] for i in sel], "text": [texts[i] for i in sel], "source": ["t"] * len(sel),
+                   "url": [None] * len(sel), "meta": [None] * len(sel)}
+        table = pa.table(columns, schema=DOCUMENT_SCHEMA)
+        for name, values in extra.items():
+            table = table.append_column(name, pa.array([values[i] for i in sel], pa.float64()))
+        path = directory / f"part-{s:05d}.parquet"
+        pq.write_table(table, path)
+        shards.append(Shard(f"part-{s:05d}", resolve(str(path))))
+    return shards
+
+
+def run_dedup(tmp_path, cfg, ids, texts, n_shards=4, **extra):
+    shards = write_shards(tmp_path / "in", ids, texts, n_shards, **extra)
+    manifest, _ = run_stage(Dedup(cfg), shards, resolve(str(tmp_path / "out")), "h",
+                            RuntimeOptions(run_id="t", progress=False, shuffle_partitions=3))
+    kept = pa.concat_tables(pq.read_table(p, columns=["id", "dup_cluster", "dup_cluster_size"])
+                            for p in sorted((tmp_path / "out").glob("part-*.parquet")))
+    rejects = pq.read_table(tmp_path / "out" / "rejects") if manifest.rows_rejected else None
+    return manifest, kept, rejects
+
+
+@pytest.mark.usefixtures("ray_local")
+def test_clusters_survivors_and_short_documents(tmp_path):
+    base = generated(6, seed=11)
+    texts = base + [base[0] + " Extra closing words here.", base[0].replace("the", "a", 1), "tiny doc", "hi"]
+    ids = [f"d{i}" for i in range(len(texts))]
+    manifest, kept, rejects = run_dedup(tmp_path, DedupConfig(name="dedup", verify=True), ids, texts)
+    assert manifest.rows_in == len(texts) == manifest.rows_out + manifest.rows_rejected
+    assert manifest.extra["shorter_than_a_shingle"] == 2
+    assert sorted(rejects.column("id").to_pylist()) == ["d6", "d7"]
+    assert set(rejects.column("reject_detail").to_pylist()) == {"duplicate of d0 (cluster of 3)"}
+    rows = {r["id"]: r for r in kept.to_pylist()}
+    assert rows["d0"]["dup_cluster"] == "d0" and rows["d0"]["dup_cluster_size"] == 3
+    assert rows["d8"]["dup_cluster_size"] == 1 and "d9" in rows  # short documents kept
+
+
+@pytest.mark.usefixtures("ray_local")
+def test_survivor_by_score(tmp_path):
+    text = generated(1, seed=5)[0]
+    texts = [text, text + " And one more line.", text.replace("the", "this", 1)]
+    _, kept, _ = run_dedup(tmp_path, DedupConfig(name="dedup", keep="quality_score"), ["a", "b", "c"], texts,
+                           n_shards=2, quality_score=[0.1, 0.9, 0.5])
+    assert kept.column("id").to_pylist() == ["b"]
+
+
+@pytest.mark.usefixtures("ray_local")
+def test_precision_and_recall_on_edited_real_documents(tmp_path):
+    cfg_verify = DedupConfig(name="dedup", verify=True, threshold=0.8, bands=14, rows=8)
+    ids, texts = edited_corpus(c4_texts(), copies=600, seed=1)
+    truth = brute_force_truth(ids, texts, cfg_verify)
+    assert len(truth.should_remove) > 200  # the corpus really has work for the stage
+    figures = {}
+    for verify in (True, False):
+        cfg = cfg_verify.model_copy(update={"verify": verify})
+        _, _, rejects = run_dedup(tmp_path / str(verify), cfg, ids, texts)
+        figures[verify] = truth.score(ids, set(rejects.column("id").to_pylist()))
+    print(f"\nthreshold 0.8, 14x8: verify precision {figures[True][0]:.4f} recall {figures[True][1]:.4f}; "
+          f"no verify precision {figures[False][0]:.4f} recall {figures[False][1]:.4f}")
+    assert figures[True][0] >= 0.99 and figures[True][1] >= 0.90
+    assert figures[False][1] >= figures[True][1]  # verification only removes candidates
