@@ -26,7 +26,7 @@ def demo_run(tmp_path_factory):
 def test_counts_add_up_for_every_stage_and_chain(demo_run):
     _, summary, out = demo_run
     stages = summary["stages"]
-    assert list(stages) == ["ingest", "heuristics", "exact_dedup"]
+    assert list(stages) == ["ingest", "heuristics", "exact_dedup", "dedup"]
     previous_out = None
     for name, c in stages.items():
         assert c["rows_in"] == c["rows_out"] + c["rows_rejected"]
@@ -66,9 +66,9 @@ def test_rerun_skips_and_a_changed_stage_invalidates_it_and_later_ones(demo_run)
     again = curate(config)
     assert all(c["skipped"] for c in again["stages"].values())
     changed = {**config, "stages": [{"name": "ingest"}, {"name": "heuristics", "c4": {"enabled": False}},
-                                    {"name": "exact_dedup"}]}
+                                    {"name": "exact_dedup"}, {"name": "dedup"}]}
     result = curate(changed)
-    assert [c["skipped"] for c in result["stages"].values()] == [True, False, False]
+    assert [c["skipped"] for c in result["stages"].values()] == [True, False, False, False]
     assert all(before[p] == p.read_bytes() for p in out.glob("ingest/part-*.parquet"))
     assert result["stages"]["heuristics"]["rows_out"] >= again["stages"]["heuristics"]["rows_out"]
     assert not any("c4." in r for r in result["stages"]["heuristics"]["rejected_by_reason"])
