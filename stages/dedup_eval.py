@@ -58,16 +58,21 @@ def edited_corpus(texts: list[str], copies: int, seed: int = 0, max_rate: float 
 @dataclass
 class Truth:
     pairs: set[tuple[int, int]]  # (i, j), i < j, with Jaccard >= threshold
-    should_remove: set[int]  # members of each true component but its lowest id
+    components: list[set[int]]  # connected components of those pairs (size >= 2)
 
     def score(self, ids: list[str], removed_ids: set[str]) -> tuple[float, float]:
-        """(precision, recall): removed documents that truly have a near-duplicate; true removals found."""
+        """(precision, recall), whichever member a method keeps.
+
+        precision: removed documents that truly have a near-duplicate (Jaccard >= threshold);
+        recall: removals found, at most size - 1 per true component, over the sum of size - 1.
+        """
         index = {doc_id: i for i, doc_id in enumerate(ids)}
-        removed = {index[r] for r in removed_ids}
+        removed = {index[r] for r in removed_ids if r in index}
         has_partner = {i for pair in self.pairs for i in pair}
         precision = len(removed & has_partner) / len(removed) if removed else 1.0
-        recall = len(removed & self.should_remove) / len(self.should_remove) if self.should_remove else 1.0
-        return precision, recall
+        expected = sum(len(c) - 1 for c in self.components)
+        found = sum(min(len(removed & c), len(c) - 1) for c in self.components)
+        return precision, found / expected if expected else 1.0
 
 
 def brute_force_truth(ids: list[str], texts: list[str], cfg: DedupConfig) -> Truth:
@@ -89,9 +94,7 @@ def brute_force_truth(ids: list[str], texts: list[str], cfg: DedupConfig) -> Tru
     pairs = set(zip(i[hit].tolist(), j[hit].tolist(), strict=True))
     graph = sp.coo_matrix((np.ones(int(hit.sum())), (i[hit], j[hit])), shape=(len(texts), len(texts)))
     _, labels = sp.csgraph.connected_components(graph, directed=False)
-    should_remove = set()
-    for label in np.unique(labels[list({x for p in pairs for x in p})]) if pairs else []:
-        members = np.flatnonzero(labels == label)
-        survivor = min(members, key=lambda m: ids[m])
-        should_remove |= {int(m) for m in members if m != survivor}
-    return Truth(pairs, should_remove)
+    groups: dict[int, set[int]] = {}
+    for node in {x for pair in pairs for x in pair}:
+        groups.setdefault(int(labels[node]), set()).add(node)
+    return Truth(pairs, list(groups.values()))
