@@ -326,6 +326,24 @@ def _survivor_task(p, stage: "Dedup", n_shards: int, *parts):
     return split_by(decisions, "_shard", n_shards) + [figures]
 
 
+def connected_components(name: str, edges: list[list], partitions: int, options) -> tuple[list[list], int]:
+    """Alternate large-star and small-star steps until a full round leaves the edge set unchanged.
+
+    `edges` holds both directions of each edge, partitioned by source node. The result is one
+    star per component, every node linked to the component's smallest node; returns it and the
+    number of rounds.
+    """
+    previous, rounds = None, 0
+    while True:
+        edges, checks = exchange(name, "components", _star_task, edges, partitions, options, "large", partitions)
+        checksum = sum(checks) & 0xFFFFFFFFFFFFFFFF
+        edges, _ = exchange(name, "components", _star_task, edges, partitions, options, "small", partitions)
+        rounds += 1
+        if checksum == previous:
+            return edges, rounds
+        previous = checksum
+
+
 # ---------------------------------------------------------------- the stage
 
 
@@ -357,16 +375,7 @@ class Dedup(GlobalStage):
             if key in pair_figures[0]:
                 figures[key] = sum(f[key] for f in pair_figures)
 
-        previous, rounds = None, 0
-        while True:
-            edges, checks = exchange(name, "components", _star_task, edges, P, options, "large", P)
-            checksum = sum(checks) & 0xFFFFFFFFFFFFFFFF
-            edges, _ = exchange(name, "components", _star_task, edges, P, options, "small", P)
-            rounds += 1
-            if checksum == previous:
-                break
-            previous = checksum
-        figures["component_rounds"] = rounds
+        edges, figures["component_rounds"] = connected_components(name, edges, P, options)
 
         labels, _ = exchange(name, "label", _label_task, edges + fetched, P, options, me, P, len(edges))
         survivors, survivor_figures = exchange(name, "survivor", _survivor_task, labels, n_shards, options,

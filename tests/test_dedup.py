@@ -151,3 +151,26 @@ def test_precision_and_recall_on_edited_real_documents(tmp_path):
           f"no verify precision {figures[False][0]:.4f} recall {figures[False][1]:.4f}")
     assert figures[True][0] >= 0.99 and figures[True][1] >= 0.90
     assert figures[False][1] >= figures[True][1]  # verification only removes candidates
+
+
+@pytest.mark.usefixtures("ray_local")
+def test_connected_components_on_long_chains_and_separate_groups():
+    import polars as pl
+    import ray
+
+    from winnow.stages.dedup import EDGES, connected_components
+
+    rng = random.Random(4)
+    path = list(range(100, 160))
+    rng.shuffle(path)  # a 60-node chain visited in random order: long diameter, unsorted labels
+    pairs = list(zip(path, path[1:])) + [(5, 9), (9, 7), (30, 31)]
+    P = 3
+    directed = pl.DataFrame({"u": [a for a, b in pairs] + [b for a, b in pairs],
+                             "v": [b for a, b in pairs] + [a for a, b in pairs]})
+    parts = [[ray.put(directed.filter(pl.col("u") % P == p).to_arrow().cast(EDGES)) for p in range(P)]]
+    edges, rounds = connected_components("test", parts, P, RuntimeOptions(run_id="t"))
+    result = pl.concat([pl.from_arrow(t) for producer in edges for t in ray.get(producer)])
+    root = dict(result.group_by("u").agg(pl.min("v")).iter_rows())
+    assert all(min(root[n], n) == 100 for n in path)
+    assert min(root[9], 9) == min(root[7], 7) == 5 and root[31] == 30
+    assert 1 < rounds < 15
