@@ -64,6 +64,37 @@ def _validate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _train(args: argparse.Namespace) -> int:
+    """Train a fastText quality or toxicity classifier and write the model and its card."""
+    import random
+
+    from winnow.scorers.data import parse_label_map, read_labelled, read_texts
+    from winnow.scorers.fasttext import FastTextParams, train
+
+    if args.data:
+        texts, labels = read_labelled(args.data, args.text_field, args.label_field, parse_label_map(args.label_map))
+    elif args.positives and args.negatives:
+        pos = read_texts(args.positives, args.text_field, args.min_chars)
+        neg = read_texts(args.negatives, args.text_field, args.min_chars)
+        if args.max_per_class:
+            rng = random.Random(args.seed)
+            pos = rng.sample(pos, min(len(pos), args.max_per_class))
+            neg = rng.sample(neg, min(len(neg), args.max_per_class))
+        texts, labels = pos + neg, [args.positive_label] * len(pos) + [args.negative_label] * len(neg)
+    else:
+        raise ValueError("give --data FILE (with --label-field) or both --positives and --negatives")
+    params = FastTextParams(dim=args.dim, lr=args.lr, epoch=args.epoch, wordNgrams=args.word_ngrams, seed=args.seed)
+    positive = args.positive or (args.positive_label if not args.data else None)
+    card = train(texts, labels, args.out, params, positive=positive, holdout=args.holdout)
+    console.print(f"trained {args.kind} classifier on {card['train_examples']:,} examples "
+                  f"(labels {card['label_counts']}) -> {args.out} (+ {args.out}.json)")
+    if "heldout" in card:
+        h = card["heldout"]
+        console.print(f"held-out ({card['heldout_examples']:,}): ROC AUC {h['roc_auc']:.4f}, precision "
+                      f"{h['precision']:.4f}, recall {h['recall']:.4f} for label {card['positive_label']!r}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="winnow", description="Curate web-scale text into LLM training data.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -83,6 +114,29 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--ray-address")
     demo.set_defaults(func=_demo)
 
+    train = sub.add_parser("train", help="train a model a stage uses")
+    train.add_argument("kind", choices=["quality", "toxicity"])
+    train.add_argument("--out", required=True, help="where to write the model (.bin); the card goes to OUT.json")
+    train.add_argument("--data", help="one labelled file (.jsonl/.parquet/.csv) with text and label columns")
+    train.add_argument("--label-field", default="label")
+    train.add_argument("--label-map", help="rename labels, e.g. '0=toxic,1=toxic,2=clean' (others dropped)")
+    train.add_argument("--positives", nargs="+", help="files of positive examples (e.g. reference text)")
+    train.add_argument("--negatives", nargs="+", help="files of negative examples (e.g. web crawl)")
+    train.add_argument("--positive-label", default="hq")
+    train.add_argument("--negative-label", default="cc")
+    train.add_argument("--positive", help="the label whose probability is the score (default: --positive-label, "
+                                          "or the rarer label with --data)")
+    train.add_argument("--text-field", default="text")
+    train.add_argument("--min-chars", type=int, default=1, help="skip shorter examples")
+    train.add_argument("--max-per-class", type=int, help="balance classes by sampling at most this many each")
+    train.add_argument("--holdout", type=float, default=0.1, help="share kept out to measure precision/recall/AUC")
+    train.add_argument("--dim", type=int, default=100)
+    train.add_argument("--lr", type=float, default=0.1)
+    train.add_argument("--epoch", type=int, default=5)
+    train.add_argument("--word-ngrams", type=int, default=2)
+    train.add_argument("--seed", type=int, default=0)
+    train.set_defaults(func=_train)
+
     validate = sub.add_parser("validate", help="check a config and list its input without running anything")
     validate.add_argument("config")
     validate.set_defaults(func=_validate)
@@ -97,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ConfigError, InputError, StageFailedError) as err:
+    except (ConfigError, InputError, StageFailedError, FileNotFoundError, ValueError) as err:
         console.print(f"[bold red]error:[/] {err}", highlight=False)
         return 2
 

@@ -196,8 +196,51 @@ class DedupConfig(StrictModel):
         return 14, 8
 
 
+class ScorerConfig(StrictModel):
+    """Where a stage's model lives and how to run it."""
+
+    model: str = Field(description="fastText .bin/.ftz file, or a Hugging Face model directory")
+    kind: Literal["fasttext", "transformer"] = "fasttext"
+    batch_size: int = Field(512, ge=1, description="documents per scoring call")
+    max_length: int = Field(512, ge=8, description="transformer: tokens per document (longer ones truncated)")
+    max_batch_tokens: int = Field(16384, ge=64, description="transformer: padded tokens per forward pass")
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    num_gpus: float = Field(0, ge=0, description="GPUs each scoring task asks Ray for (0: CPU)")
+
+
+class QualityConfig(StrictModel):
+    """Score documents with a quality classifier; keep by absolute threshold or top share."""
+
+    name: Literal["quality"]
+    scorer: ScorerConfig
+    label: str | None = Field(None, description="the 'high quality' label; default: the model card's positive label")
+    mode: Literal["filter", "annotate"] = "filter"
+    threshold: float | None = Field(None, description="keep documents scoring at least this")
+    keep_top: Fraction | None = Field(None, description="keep this share of the corpus with the highest scores")
+    share_by: Literal["documents", "characters"] = "documents"
+    score_range: tuple[float, float] = Field((0.0, 1.0), description="range of scores for the top-share histogram")
+
+    @model_validator(mode="after")
+    def _one_rule(self) -> "QualityConfig":
+        if self.mode == "filter" and (self.threshold is None) == (self.keep_top is None):
+            raise ValueError("mode 'filter' needs exactly one of `threshold` or `keep_top` (or use mode: annotate)")
+        if self.scorer.kind == "fasttext" and self.threshold is not None and not 0 <= self.threshold <= 1:
+            raise ValueError(f"threshold {self.threshold} is not a probability in [0, 1]")
+        return self
+
+
+class ToxicityConfig(StrictModel):
+    """Score toxicity with one or more labels; drop a document when any label is over its threshold."""
+
+    name: Literal["toxicity"]
+    scorer: ScorerConfig
+    thresholds: dict[str, Fraction] = Field(
+        default_factory=lambda: {"toxic": 0.5}, description="label -> probability above which a document is dropped")
+    mode: Literal["filter", "annotate"] = "filter"
+
+
 StageConfig = Annotated[
-    Union[IngestConfig, HeuristicsConfig, ExactDedupConfig, DedupConfig],
+    Union[IngestConfig, HeuristicsConfig, ExactDedupConfig, DedupConfig, QualityConfig, ToxicityConfig],
     Field(discriminator="name"),
 ]
 

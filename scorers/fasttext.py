@@ -1,0 +1,153 @@
+"""fastText classifiers: training from labelled text, a JSON model card, batched scoring.
+
+Defaults follow DCLM's quality classifier (word bigrams, dim 100, lr 0.1, 5 epochs). `wordNgrams`
+> 1 keeps fastText's hashing buckets in use, which also avoids its uninitialised-matrix NaNs on
+few threads (see DEPENDENCIES.md); training on two threads is therefore safe and repeatable.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import re
+import tempfile
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+LABEL_PREFIX = "__label__"
+_WS = re.compile(r"\s+")
+
+
+def fold(text: str) -> str:
+    """fastText reads one example per line: fold newlines and runs of whitespace into spaces."""
+    return _WS.sub(" ", text).strip()
+
+
+@dataclass
+class FastTextParams:
+    dim: int = 100
+    lr: float = 0.1
+    epoch: int = 5
+    wordNgrams: int = 2  # noqa: N815 - fastText's own parameter names
+    minCount: int = 1  # noqa: N815
+    bucket: int = 2_000_000
+    thread: int = 2
+    seed: int = 0
+    loss: str = "softmax"
+    extra: dict = field(default_factory=dict)
+
+    def as_kwargs(self) -> dict:
+        kwargs = {k: v for k, v in self.__dict__.items() if k not in ("extra", "seed")}
+        return {**kwargs, **self.extra}
+
+
+def roc_auc(labels: np.ndarray, scores: np.ndarray) -> float:
+    """Area under the ROC curve (Mann-Whitney U with average ranks for ties)."""
+    labels = np.asarray(labels, dtype=bool)
+    pos, neg = labels.sum(), (~labels).sum()
+    if pos == 0 or neg == 0:
+        return float("nan")
+    order = np.argsort(scores, kind="mergesort")
+    ranks = np.empty(len(scores))
+    sorted_scores = np.asarray(scores)[order]
+    i = 0
+    while i < len(scores):  # average ranks over ties
+        j = i
+        while j + 1 < len(scores) and sorted_scores[j + 1] == sorted_scores[i]:
+            j += 1
+        ranks[order[i:j + 1]] = (i + j) / 2 + 1
+        i = j + 1
+    return float((ranks[labels].sum() - pos * (pos + 1) / 2) / (pos * neg))
+
+
+def train(texts: list[str], labels: list[str], out: str | Path, params: FastTextParams | None = None,
+          positive: str | None = None, holdout: float = 0.1) -> dict:
+    """Train a classifier, write `out` (.bin) and `out`.json (the model card); returns the card.
+
+    A seeded `holdout` share is kept out of training to measure precision, recall and ROC AUC of
+    the `positive` label (default: the rarer label).
+    """
+    import fasttext
+
+    params = params or FastTextParams()
+    if len(texts) != len(labels) or not texts:
+        raise ValueError(f"need as many labels as texts (got {len(texts)} texts, {len(labels)} labels)")
+    classes = sorted(set(labels))
+    if len(classes) < 2:
+        raise ValueError(f"need at least two labels to train a classifier, got {classes}")
+    positive = positive or min(classes, key=labels.count)
+    if positive not in classes:
+        raise ValueError(f"positive label {positive!r} is not among the labels {classes}")
+    order = list(range(len(texts)))
+    random.Random(params.seed).shuffle(order)
+    n_test = int(len(order) * holdout)
+    test, train_idx = order[:n_test], order[n_test:]
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False, encoding="utf-8") as f:
+        for i in train_idx:
+            f.write(f"{LABEL_PREFIX}{labels[i]} {fold(texts[i])}\n")
+        train_file = f.name
+    try:
+        model = fasttext.train_supervised(input=train_file, verbose=0, **params.as_kwargs())
+        data_sha256 = hashlib.sha256(Path(train_file).read_bytes()).hexdigest()
+    finally:
+        os.unlink(train_file)
+    model.save_model(str(out))
+    card = {"model": out.name, "labels": classes, "positive_label": positive, "params": params.__dict__,
+            "train_examples": len(train_idx), "heldout_examples": n_test, "train_data_sha256": data_sha256,
+            "label_counts": {c: labels.count(c) for c in classes}}
+    if n_test:
+        scorer = FastTextScorer(out, positive)
+        scores = scorer.predict([texts[i] for i in test])
+        truth = np.array([labels[i] == positive for i in test])
+        predicted = scores >= 0.5
+        tp = int((predicted & truth).sum())
+        card["heldout"] = {
+            "roc_auc": roc_auc(truth, scores),
+            "precision": tp / max(int(predicted.sum()), 1),
+            "recall": tp / max(int(truth.sum()), 1),
+        }
+    Path(f"{out}.json").write_text(json.dumps(card, indent=2))
+    return card
+
+
+@lru_cache(maxsize=8)
+def load_model(path: str):
+    """Load a fastText model once per process (workers reuse it across shards)."""
+    import fasttext
+
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"fastText model not found: {path}")
+    return fasttext.load_model(path)
+
+
+class FastTextScorer:
+    """Probabilities of labels for batches of texts."""
+
+    def __init__(self, path: str | Path, positive: str | None = None):
+        self.path = str(path)
+        self.model = load_model(self.path)
+        self.labels = [label.removeprefix(LABEL_PREFIX) for label in self.model.labels]
+        card = Path(f"{path}.json")
+        default = json.loads(card.read_text())["positive_label"] if card.exists() else self.labels[0]
+        self.positive = positive or default
+        if self.positive not in self.labels:
+            raise ValueError(f"label {self.positive!r} is not one of the model's labels {self.labels}")
+
+    def predict_all(self, texts: list[str]) -> dict[str, np.ndarray]:
+        """Probability of every label for every text."""
+        labels, probs = self.model.predict([fold(t) for t in texts], k=-1)
+        out = {label: np.zeros(len(texts), dtype=np.float32) for label in self.labels}
+        for i, (names, values) in enumerate(zip(labels, probs, strict=True)):
+            for name, value in zip(names, values, strict=True):
+                out[name.removeprefix(LABEL_PREFIX)][i] = value
+        return out
+
+    def predict(self, texts: list[str], label: str | None = None) -> np.ndarray:
+        return self.predict_all(texts)[label or self.positive]
