@@ -1,0 +1,158 @@
+"""fastText scorers trained on the shared data, and the quality/toxicity stages built on them."""
+
+import gzip
+import json
+import random
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from conftest import shared
+from winnow.schemas.config import QualityConfig, ToxicityConfig
+from winnow.schemas.documents import DOCUMENT_SCHEMA
+from winnow.scorers.data import parse_label_map, read_labelled
+from winnow.scorers.fasttext import FastTextParams, FastTextScorer, roc_auc, train
+from winnow.stages.quality import Quality
+from winnow.stages.runtime import RuntimeOptions, Shard, run_stage
+from winnow.stages.toxicity import Toxicity
+from winnow.storage.fs import resolve
+
+
+def split(texts, labels, test_share=0.2, seed=0):
+    order = list(range(len(texts)))
+    random.Random(seed).shuffle(order)
+    cut = int(len(order) * test_share)
+    pick = lambda idx: ([texts[i] for i in idx], [labels[i] for i in idx])  # noqa: E731
+    return pick(order[cut:]), pick(order[:cut])
+
+
+def reference_passages():
+    """Human-edited reference text: Wikipedia passages (BoolQ) and paragraphs of public-domain novels."""
+    passages = []
+    for line in shared("reference/llmfoundry_eval_local_data/boolq.jsonl").open():
+        query = json.loads(line)["query"]
+        passages.append(query.removeprefix("Passage: ").split("\nQuestion:")[0])
+    with gzip.open(shared("reference/gutenberg_test_corpus/gutenberg_books.jsonl.gz"), "rt") as f:
+        for line in f:
+            body = json.loads(line)["text"].replace("\r\n", "\n")
+            paragraphs = [p.replace("\n", " ") for p in body.split("\n\n") if len(p) > 400]
+            passages += paragraphs[10:60]  # skip the licence header
+    return passages
+
+
+def web_documents():
+    c4 = [json.loads(line)["text"] for line in shared("web/c4_train_first1k/c4_sample.jsonl").open()]
+    with gzip.open(shared("web/olmo_c4_sample_1k/c4-sample.00000-of-00001.json.gz"), "rt") as f:
+        return c4 + [json.loads(line)["text"] for line in f]
+
+
+@pytest.fixture(scope="module")
+def toxicity_model(tmp_path_factory):
+    texts, labels = read_labelled(shared("toxicity/davidson_hate_offensive/labeled_data.csv"), "tweet", "class",
+                                  parse_label_map("0=hate,1=offensive,2=neither"))
+    (train_x, train_y), test = split(texts, labels)
+    path = tmp_path_factory.mktemp("tox") / "davidson.bin"
+    card = train(train_x, train_y, path, positive="offensive", holdout=0.0)
+    return path, card, test
+
+
+@pytest.fixture(scope="module")
+def quality_model(tmp_path_factory):
+    pos, neg = reference_passages(), web_documents()
+    texts, labels = pos + neg, ["hq"] * len(pos) + ["cc"] * len(neg)
+    (train_x, train_y), test = split(texts, labels)
+    path = tmp_path_factory.mktemp("quality") / "quality.bin"
+    card = train(train_x, train_y, path, positive="hq", holdout=0.1)
+    return path, card, test
+
+
+def test_toxicity_classifier_auc_on_held_out_tweets(toxicity_model):
+    path, card, (texts, labels) = toxicity_model
+    scorer = FastTextScorer(path)
+    probs = scorer.predict_all(texts)
+    toxic = np.array([label != "neither" for label in labels])
+    auc = roc_auc(toxic, 1 - probs["neither"])
+    print(f"\ntoxicity (Davidson, toxic = hate or offensive): held-out ROC AUC {auc:.4f} on {len(texts)} tweets")
+    assert auc >= 0.85
+    assert card["labels"] == ["hate", "neither", "offensive"] and len(card["train_data_sha256"]) == 64
+    assert card["params"]["wordNgrams"] == 2 and card["params"]["epoch"] == 5  # DCLM defaults
+
+
+def test_quality_classifier_ranks_reference_above_web(quality_model):
+    path, card, (texts, labels) = quality_model
+    scores = FastTextScorer(path).predict(texts)
+    auc = roc_auc(np.array([label == "hq" for label in labels]), scores)
+    print(f"\nquality (reference vs C4): held-out ROC AUC {auc:.4f}; card {card['heldout']}")
+    assert auc >= 0.9
+    assert card["positive_label"] == "hq" and card["heldout"]["roc_auc"] >= 0.9
+
+
+def test_repeated_training_is_stable(tmp_path):
+    rng = random.Random(0)
+    texts = [" ".join(rng.choice("abcdefgh") * 3 for _ in range(12)) for _ in range(200)]
+    labels = ["x" if "aaa" in t else "y" for t in texts]
+    for i in range(5):  # fastText could hit NaN on few threads; wordNgrams=2 keeps buckets in use
+        card = train(texts, labels, tmp_path / f"m{i}.bin", FastTextParams(epoch=2, thread=2), holdout=0.2)
+        assert not np.isnan(card["heldout"]["roc_auc"])
+
+
+def docs(texts):
+    n = len(texts)
+    return pa.table({"id": [f"d{i}" for i in range(n)], "text": texts, "source": ["t"] * n, "url": [None] * n,
+                     "meta": [None] * n}, schema=DOCUMENT_SCHEMA)
+
+
+def test_quality_stage_threshold_and_annotate(quality_model):
+    path, _, (texts, labels) = quality_model
+    table = docs(texts[:200])
+    stage = Quality(QualityConfig(name="quality", scorer={"model": str(path)}, threshold=0.5))
+    result = stage.apply(table)
+    assert result.kept.num_rows + result.rejects.num_rows == 200
+    assert min(result.kept.column("quality_score").to_pylist()) >= 0.5
+    assert set(result.rejects.column("reject_reason").to_pylist()) == {"below_threshold"}
+    assert result.rejects.column("reject_detail")[0].as_py().endswith("< threshold 0.5")
+    annotate = Quality(QualityConfig(name="quality", scorer={"model": str(path)}, mode="annotate")).apply(table)
+    assert annotate.kept.num_rows == 200 and "quality_score" in annotate.kept.schema.names
+
+
+def test_toxicity_stage_per_label_thresholds(toxicity_model):
+    path, _, (texts, _) = toxicity_model
+    stage = Toxicity(ToxicityConfig(name="toxicity", scorer={"model": str(path)},
+                                    thresholds={"hate": 0.5, "offensive": 0.9}))
+    result = stage.apply(docs(texts[:300]))
+    kept = result.kept
+    assert max(kept.column("toxicity_hate").to_pylist()) <= 0.5
+    assert max(kept.column("toxicity_offensive").to_pylist()) <= 0.9
+    assert {"toxic:hate", "toxic:offensive"} >= set(result.rejects.column("reject_reason").to_pylist())
+    assert result.rejects.num_rows > 0
+    scores = kept.column("toxicity_score").to_numpy()
+    assert np.allclose(scores, np.maximum(kept.column("toxicity_hate").to_numpy(),
+                                          kept.column("toxicity_offensive").to_numpy()))
+    with pytest.raises(ValueError, match="labels the model does not have: \\['toxic'\\]"):
+        Toxicity(ToxicityConfig(name="toxicity", scorer={"model": str(path)})).apply(docs(["x"]))
+
+
+@pytest.mark.usefixtures("ray_local")
+@pytest.mark.parametrize("share_by", ["documents", "characters"])
+def test_top_share_is_found_over_the_whole_corpus(quality_model, tmp_path, share_by):
+    path, _, (texts, _) = quality_model
+    shards = []
+    for s in range(3):
+        file = tmp_path / "in" / f"part-{s:05d}.parquet"
+        file.parent.mkdir(exist_ok=True)
+        pq.write_table(docs(texts[s::3]), file)
+        shards.append(Shard(file.stem, resolve(str(file))))
+    cfg = QualityConfig(name="quality", scorer={"model": str(path)}, keep_top=0.3, share_by=share_by)
+    manifest, _ = run_stage(Quality(cfg), shards, resolve(str(tmp_path / "out")), "h",
+                            RuntimeOptions(run_id="t", progress=False))
+    kept = pa.concat_tables(pq.read_table(p) for p in sorted((tmp_path / "out").glob("part-*.parquet")))
+    weight = (lambda t: sum(map(len, t.column("text").to_pylist()))) if share_by == "characters" \
+        else (lambda t: t.num_rows)
+    share = weight(kept) / weight(docs(texts))
+    assert 0.3 <= share < 0.32
+    cutoff = manifest.extra["cutoff"]
+    assert min(kept.column("quality_score").to_pylist()) >= cutoff
+    rejects = pq.read_table(tmp_path / "out" / "rejects")
+    assert max(rejects.column("quality_score").to_pylist()) < cutoff
