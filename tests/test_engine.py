@@ -41,7 +41,9 @@ def test_engine_matches_unbatched_reference_in_input_order(tiny_model):
             expected = torch.softmax(logits, dim=-1)[0].numpy()
             got = np.array([batched[label][i] for label in scorer.labels])
             np.testing.assert_allclose(got, expected, atol=2e-5, err_msg=f"document {i}")
-    assert scorer.engine.padded_tokens < 1.15 * scorer.engine.real_tokens  # length sorting: little padding
+    # length sorting pads far less than batches of 8 in input order padded to their longest
+    naive = sum(8 * max(len(t) for t in ids[i:i + 8]) for i in range(0, len(ids), 8))
+    assert scorer.engine.padded_tokens < 0.75 * naive
 
 
 def test_scorer_labels_and_missing_directory(tiny_model, tmp_path):
