@@ -39,6 +39,10 @@ class Stage:
     def output_schema(self, input_schema: pa.Schema) -> pa.Schema:
         return document_schema_for(input_schema)
 
+    def resources(self) -> dict:
+        """What one shard task asks Ray for (model-bearing stages may add GPUs)."""
+        return {"num_cpus": 1}
+
     def process_shard(self, source: Location, batch_size: int, **context) -> Iterator[StageResult]:
         raise NotImplementedError
 

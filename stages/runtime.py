@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -155,11 +156,21 @@ def process_shard(stage: Stage, shard: Shard, stage_dir: Location, config_hash: 
     return entry
 
 
+def task_resources(stage: Stage) -> dict:
+    """The stage's resource request, without GPUs when the cluster has none (CPU fallback)."""
+    resources = dict(stage.resources())
+    if resources.get("num_gpus") and not ray.cluster_resources().get("GPU"):
+        logging.getLogger("winnow").warning("stage %s asks for GPUs but the Ray cluster has none: running on CPU",
+                                            stage.name)
+        resources.pop("num_gpus")
+    return resources
+
+
 def _run_tasks(stage: Stage, todo: list[Shard], stage_dir: Location, config_hash: str, options: RuntimeOptions,
                advance: Callable[[int], None], decisions: dict[str, list] | None = None) -> list[ShardEntry]:
     """One task per shard (with its routed decisions for a global stage's apply phase)."""
     stage_ref = ray.put(stage)
-    task = _shard_task.options(max_retries=options.max_retries, num_cpus=1)
+    task = _shard_task.options(max_retries=options.max_retries, **task_resources(stage))
 
     def submit(shard: Shard):
         parts = decisions[shard.name] if decisions is not None else []
@@ -228,13 +239,13 @@ def partition_count(shards: list[Shard], options: RuntimeOptions) -> int:
 
 
 def map_shards(name: str, shards: list[Shard], fn: Callable, outputs: int, options: RuntimeOptions, *args,
-               per_shard_args: dict[str, list] | None = None) -> tuple[list[list], list]:
+               per_shard_args: dict[str, list] | None = None, resources: dict | None = None) -> tuple[list[list], list]:
     """Run `fn(shard_index, shard, *args, *per_shard_args[shard])` per shard (bounded in flight).
 
     `fn` returns `outputs` tables and then a small figure; returns the table refs per shard (in
     shard order) and the figures. A failure names the shard.
     """
-    task = ray.remote(fn).options(num_returns=outputs + 1, max_retries=options.max_retries)
+    task = ray.remote(fn).options(num_returns=outputs + 1, max_retries=options.max_retries, **(resources or {}))
     index = {s.name: i for i, s in enumerate(shards)}
 
     def submit(shard: Shard):

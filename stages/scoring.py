@@ -31,6 +31,10 @@ class ScoreStage(GlobalStage):
         self.cutoff: float | None = None
         self.kind = "global" if getattr(config, "keep_top", None) is not None else "shard"
 
+    def resources(self) -> dict:
+        gpus = self.config.scorer.num_gpus
+        return {"num_cpus": 1, "num_gpus": gpus} if gpus else {"num_cpus": 1}
+
     # -- scoring
     def score(self, texts: list[str]) -> dict[str, np.ndarray]:
         scorer = load_scorer(self.config.scorer)
@@ -73,9 +77,10 @@ class ScoreStage(GlobalStage):
             yield self.apply(table, scores)
 
     def plan(self, shards, options) -> tuple[dict[str, list], dict]:
-        from winnow.stages.runtime import map_shards
+        from winnow.stages.runtime import map_shards, task_resources
 
-        parts, histograms = map_shards(self.name, shards, _score_task, 1, options, self, options.batch_size)
+        parts, histograms = map_shards(self.name, shards, _score_task, 1, options, self, options.batch_size,
+                                       resources=task_resources(self))
         total = np.zeros(HISTOGRAM_BINS)
         for bins, weights in histograms:
             np.add.at(total, bins, weights)

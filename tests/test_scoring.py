@@ -156,3 +156,14 @@ def test_top_share_is_found_over_the_whole_corpus(quality_model, tmp_path, share
     assert min(kept.column("quality_score").to_pylist()) >= cutoff
     rejects = pq.read_table(tmp_path / "out" / "rejects")
     assert max(rejects.column("quality_score").to_pylist()) < cutoff
+
+
+@pytest.mark.usefixtures("ray_local")
+def test_gpu_request_on_a_cluster_without_gpus_runs_on_cpu(quality_model, tmp_path):
+    path, _, (texts, _) = quality_model
+    file = tmp_path / "part-00000.parquet"
+    pq.write_table(docs(texts[:50]), file)
+    cfg = QualityConfig(name="quality", scorer={"model": str(path), "num_gpus": 1}, threshold=0.5)
+    manifest, _ = run_stage(Quality(cfg), [Shard("part-00000", resolve(str(file)))], resolve(str(tmp_path / "out")),
+                            "h", RuntimeOptions(run_id="t", progress=False))
+    assert manifest.rows_in == 50
