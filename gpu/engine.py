@@ -44,9 +44,11 @@ class InferenceEngine:
     """Runs `forward(input_ids, attention_mask) -> (batch, ...) tensor` over token-id lists."""
 
     def __init__(self, forward: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], pad_id: int,
-                 device: torch.device, max_tokens: int = 16384, pad_multiple: int = 8):
+                 device: torch.device, max_tokens: int | None = None, pad_multiple: int = 8):
         self.forward, self.pad_id, self.device = forward, pad_id, device
-        self.max_tokens, self.pad_multiple = max_tokens, pad_multiple
+        # CPUs run best on batches whose activations stay in cache; GPUs want large batches.
+        self.max_tokens = max_tokens or (32768 if device.type == "cuda" else 4096)
+        self.pad_multiple = pad_multiple
         self.padded_tokens = 0  # counters for benchmarks: tokens computed vs real tokens
         self.real_tokens = 0
 

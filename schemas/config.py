@@ -203,7 +203,8 @@ class ScorerConfig(StrictModel):
     kind: Literal["fasttext", "transformer"] = "fasttext"
     batch_size: int = Field(512, ge=1, description="documents per scoring call")
     max_length: int = Field(512, ge=8, description="transformer: tokens per document (longer ones truncated)")
-    max_batch_tokens: int = Field(16384, ge=64, description="transformer: padded tokens per forward pass")
+    max_batch_tokens: int | None = Field(
+        None, ge=64, description="transformer: padded tokens per forward pass (default 4096 on CPU, 32768 on GPU)")
     device: Literal["auto", "cpu", "cuda"] = "auto"
     num_gpus: float = Field(0, ge=0, description="GPUs each scoring task asks Ray for (0: CPU)")
 

@@ -16,8 +16,8 @@ class TransformerScorer:
     """Scores per label: softmax probabilities for a classifier, the raw output for a regressor
     (one label named `score`, or the config's label name)."""
 
-    def __init__(self, path: str | Path, max_length: int = 512, max_batch_tokens: int = 16384, device: str = "auto",
-                 positive: str | None = None):
+    def __init__(self, path: str | Path, max_length: int = 512, max_batch_tokens: int | None = None,
+                 device: str = "auto", positive: str | None = None):
         os.environ.setdefault("HF_HUB_OFFLINE", "1")  # local directories only, never the hub
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
