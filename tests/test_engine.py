@@ -54,3 +54,25 @@ def test_scorer_labels_and_missing_directory(tiny_model, tmp_path):
     assert np.allclose(sum(probs.values()), 1.0, atol=1e-5)
     with pytest.raises(FileNotFoundError, match="no config.json"):
         TransformerScorer(tmp_path)
+
+
+def test_regression_head_feeds_the_quality_stage(tmp_path):
+    """A FineWeb-Edu-style regressor (one output) scored through the quality stage."""
+    import pyarrow as pa
+
+    from winnow.schemas.config import QualityConfig
+    from winnow.schemas.documents import DOCUMENT_SCHEMA
+    from winnow.stages.quality import Quality
+
+    rng = random.Random(5)
+    texts = [article(rng) for _ in range(40)]
+    path = make_tiny_classifier(tmp_path / "edu", texts, num_labels=1)
+    assert TransformerScorer(path, device="cpu").labels == ["score"]
+    table = pa.table({"id": [str(i) for i in range(40)], "text": texts, "source": ["t"] * 40, "url": [None] * 40,
+                      "meta": [None] * 40}, schema=DOCUMENT_SCHEMA)
+    cfg = QualityConfig(name="quality", scorer={"model": str(path), "kind": "transformer", "device": "cpu"},
+                        threshold=-100.0)  # regression scores are not probabilities: any float is allowed
+    result = Quality(cfg).apply(table)
+    assert result.kept.num_rows == 40
+    expected = TransformerScorer(path, device="cpu").predict(texts)
+    np.testing.assert_allclose(result.kept.column("quality_score").to_numpy(), expected, atol=1e-5)
