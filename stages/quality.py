@@ -6,16 +6,12 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
-from winnow.schemas.config import QualityConfig
 from winnow.stages.scoring import ScoreStage
 
 
 class Quality(ScoreStage):
     name = "quality"
     primary = "quality_score"
-
-    def __init__(self, config: QualityConfig):
-        super().__init__(config)
 
     def score_columns(self, scorer, texts: list[str]) -> dict[str, np.ndarray]:
         return {"quality_score": scorer.predict_all(texts)[self.config.label or scorer.positive]}

@@ -6,16 +6,12 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
-from winnow.schemas.config import ToxicityConfig
 from winnow.stages.scoring import ScoreStage
 
 
 class Toxicity(ScoreStage):
     name = "toxicity"
     primary = "toxicity_score"
-
-    def __init__(self, config: ToxicityConfig):
-        super().__init__(config)
 
     def score_columns(self, scorer, texts: list[str]) -> dict[str, np.ndarray]:
         missing = set(self.config.thresholds) - set(scorer.labels)

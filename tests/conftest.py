@@ -74,6 +74,20 @@ def s3_server():
             os.environ[k] = v
 
 
+def documents(texts: list[str], ids: list[str] | None = None, **float_columns):
+    """A document table (the contract's schema) for `texts`, plus optional float annotation columns."""
+    import pyarrow as pa
+
+    from winnow.schemas.documents import DOCUMENT_SCHEMA
+
+    n = len(texts)
+    table = pa.table({"id": ids or [f"d{i}" for i in range(n)], "text": texts, "source": ["test"] * n,
+                      "url": [None] * n, "meta": [None] * n}, schema=DOCUMENT_SCHEMA)
+    for name, values in float_columns.items():
+        table = table.append_column(name, pa.array(values, pa.float64()))
+    return table
+
+
 def write_jsonl(path: Path, lines: list[bytes | str]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(b"\n".join(line.encode() if isinstance(line, str) else line for line in lines) + b"\n")

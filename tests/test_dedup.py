@@ -10,10 +10,9 @@ import pyarrow.parquet as pq
 import pytest
 from datasketch import MinHash, MinHashLSH
 
-from conftest import shared
+from conftest import documents, shared
 from winnow.flows.demo import article
 from winnow.schemas.config import ConfigError, DedupConfig, parse_config
-from winnow.schemas.documents import DOCUMENT_SCHEMA
 from winnow.stages.dedup import Dedup, Shingler, shingle_hash, shingles
 from winnow.stages.dedup_eval import brute_force_truth, edited_corpus
 from winnow.stages.runtime import RuntimeOptions, Shard, run_stage
@@ -91,11 +90,8 @@ def write_shards(directory, ids, texts, n_shards, **extra):
     shards = []
     for s in range(n_shards):
         sel = list(range(s, len(texts), n_shards))
-        columns = {"id": [ids[i] for i in sel], "text": [texts[i] for i in sel], "source": ["t"] * len(sel),
-                   "url": [None] * len(sel), "meta": [None] * len(sel)}
-        table = pa.table(columns, schema=DOCUMENT_SCHEMA)
-        for name, values in extra.items():
-            table = table.append_column(name, pa.array([values[i] for i in sel], pa.float64()))
+        table = documents([texts[i] for i in sel], [ids[i] for i in sel],
+                          **{name: [values[i] for i in sel] for name, values in extra.items()})
         path = directory / f"part-{s:05d}.parquet"
         pq.write_table(table, path)
         shards.append(Shard(f"part-{s:05d}", resolve(str(path))))

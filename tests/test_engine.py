@@ -58,18 +58,15 @@ def test_scorer_labels_and_missing_directory(tiny_model, tmp_path):
 
 def test_regression_head_feeds_the_quality_stage(tmp_path):
     """A FineWeb-Edu-style regressor (one output) scored through the quality stage."""
-    import pyarrow as pa
-
+    from conftest import documents
     from winnow.schemas.config import QualityConfig
-    from winnow.schemas.documents import DOCUMENT_SCHEMA
     from winnow.stages.quality import Quality
 
     rng = random.Random(5)
     texts = [article(rng) for _ in range(40)]
     path = make_tiny_classifier(tmp_path / "edu", texts, num_labels=1)
     assert TransformerScorer(path, device="cpu").labels == ["score"]
-    table = pa.table({"id": [str(i) for i in range(40)], "text": texts, "source": ["t"] * 40, "url": [None] * 40,
-                      "meta": [None] * 40}, schema=DOCUMENT_SCHEMA)
+    table = documents(texts)
     cfg = QualityConfig(name="quality", scorer={"model": str(path), "kind": "transformer", "device": "cpu"},
                         threshold=-100.0)  # regression scores are not probabilities: any float is allowed
     result = Quality(cfg).apply(table)

@@ -1,17 +1,12 @@
 import pyarrow as pa
 
 from winnow.schemas.config import ExactDedupConfig
-from winnow.schemas.documents import DOCUMENT_SCHEMA
+from conftest import documents
 from winnow.stages.exact_dedup import ExactDedup
 
 
 def docs(ids, texts, **extra):
-    n = len(ids)
-    table = pa.table({"id": ids, "text": texts, "source": ["s"] * n, "url": [None] * n, "meta": [None] * n},
-                     schema=DOCUMENT_SCHEMA)
-    for name, values in extra.items():
-        table = table.append_column(name, pa.array(values, pa.float64()))
-    return table
+    return documents(texts, ids, **extra)
 
 
 def run_local(stage, shards):

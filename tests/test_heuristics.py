@@ -1,12 +1,10 @@
 import json
 import random
 
-import pyarrow as pa
 import pytest
 
-from conftest import shared
+from conftest import documents, shared
 from winnow.schemas.config import HeuristicsConfig
-from winnow.schemas.documents import DOCUMENT_SCHEMA
 from winnow.flows.demo import article
 from winnow.stages.heuristics import Evaluator, Heuristics, split_words
 
@@ -78,8 +76,7 @@ def test_word_splitting_follows_spacy_conventions():
 def test_stage_on_a_table_counts_add_up_and_rejects_name_the_rule():
     texts = [GOOD, "Too short.", "buy cheap watches online now " * 40]
     # the order FineWeb's pipeline uses: repetition rules first
-    table = pa.table({"id": ["a", "b", "c"], "text": texts, "source": ["s"] * 3, "url": [None] * 3,
-                      "meta": [None] * 3}, schema=DOCUMENT_SCHEMA)
+    table = documents(texts, ["a", "b", "c"])
     result = Heuristics(DEFAULT).apply(table)
     assert result.kept.column("id").to_pylist() == ["a"]
     assert result.rejects.column("id").to_pylist() == ["b", "c"]

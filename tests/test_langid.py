@@ -2,19 +2,12 @@
 
 import json
 
-import pyarrow as pa
 import pytest
 
+from conftest import documents as docs
 from conftest import shared
 from winnow.schemas.config import LangIdConfig
-from winnow.schemas.documents import DOCUMENT_SCHEMA
 from winnow.stages.langid import LangId, default_lid_model
-
-
-def docs(texts):
-    n = len(texts)
-    return pa.table({"id": [f"d{i}" for i in range(n)], "text": texts, "source": ["t"] * n, "url": [None] * n,
-                     "meta": [None] * n}, schema=DOCUMENT_SCHEMA)
 
 
 @pytest.fixture(scope="module")

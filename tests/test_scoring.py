@@ -9,9 +9,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from conftest import documents as docs
 from conftest import shared
 from winnow.schemas.config import QualityConfig, ToxicityConfig
-from winnow.schemas.documents import DOCUMENT_SCHEMA
 from winnow.scorers.data import parse_label_map, read_labelled
 from winnow.scorers.fasttext import FastTextParams, FastTextScorer, roc_auc, train
 from winnow.stages.quality import Quality
@@ -96,12 +96,6 @@ def test_repeated_training_is_stable(tmp_path):
     for i in range(5):  # fastText could hit NaN on few threads; wordNgrams=2 keeps buckets in use
         card = train(texts, labels, tmp_path / f"m{i}.bin", FastTextParams(epoch=2, thread=2), holdout=0.2)
         assert not np.isnan(card["heldout"]["roc_auc"])
-
-
-def docs(texts):
-    n = len(texts)
-    return pa.table({"id": [f"d{i}" for i in range(n)], "text": texts, "source": ["t"] * n, "url": [None] * n,
-                     "meta": [None] * n}, schema=DOCUMENT_SCHEMA)
 
 
 def test_quality_stage_threshold_and_annotate(quality_model):
