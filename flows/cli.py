@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import random
 import sys
 from pathlib import Path
 
@@ -65,8 +66,10 @@ def _validate(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
-    """Train a fastText quality or toxicity classifier and write the model and its card."""
-    import random
+    """Train a fastText quality or toxicity classifier (and its card), or a byte-level BPE tokenizer."""
+
+    if args.kind == "tokenizer":
+        return _train_tokenizer(args)
 
     from winnow.scorers.data import parse_label_map, read_labelled, read_texts
     from winnow.scorers.fasttext import FastTextParams, train
@@ -95,6 +98,21 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _train_tokenizer(args: argparse.Namespace) -> int:
+    from winnow.scorers.data import read_texts
+    from winnow.scorers.tokenizer import train_bpe
+
+    files = [args.data] if args.data else args.positives
+    if not files:
+        raise ValueError("give the corpus sample to train on with --data FILE (or --positives FILE ...)")
+    texts = read_texts(files, args.text_field)
+    if args.max_per_class:
+        texts = random.Random(args.seed).sample(texts, min(len(texts), args.max_per_class))
+    out = train_bpe(texts, args.vocab_size, args.out)
+    console.print(f"trained a byte-level BPE with {args.vocab_size:,} tokens on {len(texts):,} texts -> {out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="winnow", description="Curate web-scale text into LLM training data.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -115,7 +133,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(func=_demo)
 
     train = sub.add_parser("train", help="train a model a stage uses")
-    train.add_argument("kind", choices=["quality", "toxicity"])
+    train.add_argument("kind", choices=["quality", "toxicity", "tokenizer"])
+    train.add_argument("--vocab-size", type=int, default=32000, help="tokenizer: vocabulary size")
     train.add_argument("--out", required=True, help="where to write the model (.bin); the card goes to OUT.json")
     train.add_argument("--data", help="one labelled file (.jsonl/.parquet/.csv) with text and label columns")
     train.add_argument("--label-field", default="label")
@@ -128,7 +147,8 @@ def build_parser() -> argparse.ArgumentParser:
                                           "or the rarer label with --data)")
     train.add_argument("--text-field", default="text")
     train.add_argument("--min-chars", type=int, default=1, help="skip shorter examples")
-    train.add_argument("--max-per-class", type=int, help="balance classes by sampling at most this many each")
+    train.add_argument("--max-per-class", type=int, help="sample at most this many texts per class (or for a "
+                                                          "tokenizer, in all)")
     train.add_argument("--holdout", type=float, default=0.1, help="share kept out to measure precision/recall/AUC")
     train.add_argument("--dim", type=int, default=100)
     train.add_argument("--lr", type=float, default=0.1)

@@ -61,7 +61,7 @@ def stage_task(stage_name: str, stage, shards: list[Shard], stage_dir: Location,
     manifest, skipped = run_stage(stage, shards, stage_dir, config_hash, options)
     counts = {
         "stage": stage_name, "kind": manifest.kind, "shards": len(manifest.shards), "rows_in": manifest.rows_in,
-        "rows_out": manifest.rows_out, "rows_rejected": manifest.rows_rejected,
+        "rows_out": manifest.rows_out, "rows_rejected": manifest.rows_rejected, "rows_added": manifest.rows_added,
         "rejected_by_reason": manifest.rejected_by_reason, "seconds": manifest.seconds, "skipped": skipped,
         "output": stage_dir.uri, **({"extra": manifest.extra} if manifest.extra else {}),
     }

@@ -250,9 +250,21 @@ class LangIdConfig(StrictModel):
     mode: Literal["filter", "annotate"] = "filter"
 
 
+class TokenizeConfig(StrictModel):
+    """Token ids per document with a Hugging Face fast tokenizer."""
+
+    name: Literal["tokenize"]
+    tokenizer: str = Field(description="tokenizer.json or a Hugging Face directory")
+    eos_token: str | None = Field(None, description="appended to every document; default: the tokenizer's EOS")
+    bos_token: str | None = Field(None, description="prepended to every document when set")
+    max_tokens: int | None = Field(None, ge=2, description="longer documents are split, truncated or rejected")
+    on_long: Literal["split", "truncate", "reject"] = "split"
+    keep_text: bool = Field(True, description="keep the text column next to the token ids")
+
+
 StageConfig = Annotated[
     Union[IngestConfig, HeuristicsConfig, ExactDedupConfig, DedupConfig, QualityConfig, ToxicityConfig,
-          LangIdConfig],
+          LangIdConfig, TokenizeConfig],
     Field(discriminator="name"),
 ]
 

@@ -24,6 +24,7 @@ class ShardEntry(BaseModel):
     rows_in: int
     rows_out: int
     rows_rejected: int
+    rows_added: int = 0
     rejected_by_reason: dict[str, int] = Field(default_factory=dict)
     output: FileEntry
     rejects: FileEntry | None = None
@@ -31,10 +32,10 @@ class ShardEntry(BaseModel):
     seconds: float
 
     def check_counts(self, stage: str) -> None:
-        if self.rows_in != self.rows_out + self.rows_rejected:
+        if self.rows_in + self.rows_added != self.rows_out + self.rows_rejected:
             raise CountMismatchError(
-                f"stage {stage}, shard {self.shard}: rows_in {self.rows_in} != rows_out {self.rows_out}"
-                f" + rows_rejected {self.rows_rejected}"
+                f"stage {stage}, shard {self.shard}: rows_in {self.rows_in} + rows_added {self.rows_added} != "
+                f"rows_out {self.rows_out} + rows_rejected {self.rows_rejected}"
             )
         if sum(self.rejected_by_reason.values()) != self.rows_rejected:
             raise CountMismatchError(f"stage {stage}, shard {self.shard}: reject reasons do not sum to rows_rejected")
@@ -49,6 +50,7 @@ class StageManifest(BaseModel):
     rows_in: int
     rows_out: int
     rows_rejected: int
+    rows_added: int
     rejected_by_reason: dict[str, int]
     bytes_out: int
     seconds: float
@@ -70,12 +72,13 @@ class StageManifest(BaseModel):
             stage=stage, kind=kind, config_hash=config_hash, winnow_version=__version__,
             schema_version=SCHEMA_VERSION,
             rows_in=sum(s.rows_in for s in shards), rows_out=sum(s.rows_out for s in shards),
-            rows_rejected=sum(s.rows_rejected for s in shards), rejected_by_reason=dict(sorted(reasons.items())),
+            rows_rejected=sum(s.rows_rejected for s in shards), rows_added=sum(s.rows_added for s in shards),
+            rejected_by_reason=dict(sorted(reasons.items())),
             bytes_out=sum(s.output.bytes for s in shards), seconds=round(seconds, 3),
             shards=sorted(shards, key=lambda s: s.shard), extra=extra or {},
         )
-        if manifest.rows_in != manifest.rows_out + manifest.rows_rejected:
-            raise CountMismatchError(f"stage {stage}: rows_in != rows_out + rows_rejected")
+        if manifest.rows_in + manifest.rows_added != manifest.rows_out + manifest.rows_rejected:
+            raise CountMismatchError(f"stage {stage}: rows_in + rows_added != rows_out + rows_rejected")
         return manifest
 
 

@@ -14,12 +14,13 @@ def build_stage(stage_config, run_config: RunConfig, input_root: str) -> Stage:
     from winnow.stages.ingest import Ingest
     from winnow.stages.langid import LangId
     from winnow.stages.quality import Quality
+    from winnow.stages.tokenize import Tokenize
     from winnow.stages.toxicity import Toxicity
 
     if stage_config.name == "ingest":
         return Ingest(stage_config, run_config.input, input_root)
     return {"heuristics": Heuristics, "exact_dedup": ExactDedup, "dedup": Dedup, "quality": Quality,
-            "toxicity": Toxicity, "langid": LangId}[stage_config.name](stage_config)
+            "toxicity": Toxicity, "langid": LangId, "tokenize": Tokenize}[stage_config.name](stage_config)
 
 
 __all__ = ["DocumentStage", "GlobalStage", "Stage", "StageResult", "build_stage"]

@@ -20,11 +20,12 @@ class StageResult:
     rows_in: int
     kept: pa.Table
     rejects: pa.Table
+    rows_added: int = 0  # rows a stage creates (a split document's extra parts, synthetic rows)
 
     @classmethod
     def of(cls, stage: str, rows_in: int, kept: pa.Table, dropped: pa.Table,
-           reasons: Sequence[str], details: Sequence[str | None] | None = None) -> "StageResult":
-        return cls(rows_in, kept, make_rejects(dropped, stage, list(reasons), details))
+           reasons: Sequence[str], details: Sequence[str | None] | None = None, rows_added: int = 0) -> "StageResult":
+        return cls(rows_in, kept, make_rejects(dropped, stage, list(reasons), details), rows_added)
 
 
 class Stage:
