@@ -1,0 +1,76 @@
+"""Packing invariants (property-based) and the Megatron .bin/.idx round trip."""
+
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from winnow.stages.packing import bfd, concat, decompose
+from winnow.storage.megatron import MegatronWriter, read_index, read_sequences
+
+lengths_strategy = st.lists(st.integers(min_value=1, max_value=300), min_size=1, max_size=60)
+seq_len_strategy = st.sampled_from([8, 16, 64, 128])
+
+
+def covered(sequences, lengths):
+    """Every document's tokens covered exactly once, by pieces in order."""
+    pieces = sorted(p for seq in sequences for p in seq)
+    by_doc = {}
+    for doc, start, end in pieces:
+        assert end > start
+        by_doc.setdefault(doc, []).append((start, end))
+    for doc, n in enumerate(lengths):
+        spans = by_doc.get(doc, [])
+        assert spans[0][0] == 0 and spans[-1][1] == n
+        assert all(a[1] == b[0] for a, b in zip(spans, spans[1:], strict=False))
+
+
+@settings(max_examples=200, deadline=None)
+@given(lengths_strategy, seq_len_strategy, st.integers(0, 5))
+def test_concat_loses_nothing_and_fills_every_sequence_but_the_last(lengths, seq_len, seed):
+    sequences = concat(lengths, seq_len, seed)
+    covered(sequences, lengths)
+    sizes = [sum(e - s for _, s, e in seq) for seq in sequences]
+    assert all(size == seq_len for size in sizes[:-1]) and 0 < sizes[-1] <= seq_len
+    assert concat(lengths, seq_len, seed) == sequences  # deterministic for a seed
+
+
+@settings(max_examples=200, deadline=None)
+@given(lengths_strategy, seq_len_strategy)
+def test_bfd_loses_nothing_and_never_overfills(lengths, seq_len):
+    bins = bfd(lengths, seq_len)
+    covered(bins, lengths)
+    assert all(sum(e - s for _, s, e in b) <= seq_len for b in bins)
+    # documents are only cut at multiples of seq_len (never more pieces than their length needs)
+    pieces = {}
+    for b in bins:
+        for doc, s, _ in b:
+            pieces.setdefault(doc, []).append(s)
+    assert all(len(starts) == -(-lengths[d] // seq_len) for d, starts in pieces.items())
+
+
+@settings(max_examples=200, deadline=None)
+@given(lengths_strategy, st.integers(1, 4), st.integers(4, 8))
+def test_decompose_buckets_hold_single_document_power_of_two_sequences(lengths, min_log2, max_log2):
+    buckets = decompose(lengths, min_log2, max_log2)
+    kept = 0
+    for k, sequences in buckets.items():
+        assert min_log2 <= k <= max_log2
+        for seq in sequences:
+            assert len(seq) == 1 and seq[0][2] - seq[0][1] == 1 << k
+            kept += 1 << k
+    dropped = sum(n % (1 << min_log2) for n in lengths)  # only the tail below 2^min_log2 is dropped
+    assert kept == sum(lengths) - dropped
+
+
+def test_megatron_round_trip(tmp_path):
+    rng = np.random.default_rng(0)
+    docs = [rng.integers(0, 50000, rng.integers(1, 500), dtype=np.uint16) for _ in range(100)]
+    writer = MegatronWriter(tmp_path / "corpus", np.uint16)
+    for doc in docs:
+        writer.add(doc)
+        writer.end_document()
+    writer.finish()
+    dtype, lengths, pointers, documents = read_index(tmp_path / "corpus")
+    assert dtype == np.uint16 and documents.tolist() == list(range(101))
+    assert pointers[1] == 2 * lengths[0]
+    assert all(np.array_equal(a, b) for a, b in zip(read_sequences(tmp_path / "corpus"), docs, strict=True))
