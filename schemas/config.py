@@ -262,9 +262,29 @@ class TokenizeConfig(StrictModel):
     keep_text: bool = Field(True, description="keep the text column next to the token ids")
 
 
+class PackConfig(StrictModel):
+    """Training sequences from tokenized documents, written under OUTPUT/tokens/."""
+
+    name: Literal["pack"]
+    strategy: Literal["concat", "bfd", "decompose"] = "bfd"
+    seq_len: int = Field(2048, ge=2)
+    min_log2: int = Field(8, ge=0, le=30, description="decompose: shortest bucket 2^min_log2")
+    max_log2: int = Field(13, ge=0, le=30, description="decompose: longest bucket 2^max_log2")
+    ranks: int = Field(1, ge=1, description="output parts (one per training rank); each packs its share of shards")
+    pad_id: int = Field(0, ge=0)
+    seed: int = 0
+    megatron: bool = Field(True, description="also write the documents as Megatron .bin/.idx")
+
+    @model_validator(mode="after")
+    def _buckets(self) -> "PackConfig":
+        if self.min_log2 > self.max_log2:
+            raise ValueError(f"min_log2 {self.min_log2} > max_log2 {self.max_log2}")
+        return self
+
+
 StageConfig = Annotated[
     Union[IngestConfig, HeuristicsConfig, ExactDedupConfig, DedupConfig, QualityConfig, ToxicityConfig,
-          LangIdConfig, TokenizeConfig],
+          LangIdConfig, TokenizeConfig, PackConfig],
     Field(discriminator="name"),
 ]
 

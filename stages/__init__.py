@@ -19,6 +19,11 @@ def build_stage(stage_config, run_config: RunConfig, input_root: str) -> Stage:
 
     if stage_config.name == "ingest":
         return Ingest(stage_config, run_config.input, input_root)
+    if stage_config.name == "pack":
+        from winnow.stages.pack import Pack
+        from winnow.storage.fs import resolve
+
+        return Pack(stage_config, resolve(run_config.output, run_config.storage.s3).join("tokens"))
     return {"heuristics": Heuristics, "exact_dedup": ExactDedup, "dedup": Dedup, "quality": Quality,
             "toxicity": Toxicity, "langid": LangId, "tokenize": Tokenize}[stage_config.name](stage_config)
 

@@ -1,0 +1,153 @@
+"""Pack: tokenized documents -> training sequences under OUTPUT/tokens/ (global).
+
+Input shards are dealt to `ranks` groups (shard i -> rank i mod ranks) and each rank packs its
+group on its own Ray task, so no process holds the corpus and N training ranks read disjoint
+files. Per rank:
+
+- `megatron/rank-RRRRR.{bin,idx}`: the documents (seeded order), one Megatron sequence each;
+- `concat`/`bfd`: `<strategy>/rank-RRRRR.parquet` with `input_ids` (seq_len, padded with pad_id),
+  `position_ids` restarting at every document piece, `loss_mask` (0 on padding), `cu_seqlens`;
+- `decompose`: `decompose/len-<2^k>/rank-RRRRR.parquet`, one folder per bucket.
+
+`summary.json` totals sequences, tokens, padding fraction, documents split, tokens dropped and
+per-bucket counts. The stage's own shards pass the documents through unchanged (counts add up).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+
+import numpy as np
+import pyarrow as pa
+import ray
+
+from winnow.schemas.config import PackConfig
+from winnow.stages.base import GlobalStage, StageResult
+from winnow.stages.packing import bfd, concat, decompose
+from winnow.storage.fs import Location
+from winnow.storage.megatron import MegatronWriter
+from winnow.storage.shards import ShardWriter, iter_parquet_batches
+
+ROWS_PER_WRITE = 4096
+
+
+def _load(shards, batch_size: int) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """ids, flat tokens and offsets of every document in these shards."""
+    ids, chunks, lengths = [], [], []
+    for shard in shards:
+        for batch in iter_parquet_batches(shard.source, batch_size, columns=["id", "input_ids"]):
+            ids += batch.column("id").to_pylist()
+            col = batch.column("input_ids")
+            chunks.append(col.values.to_numpy(zero_copy_only=False))
+            lengths.append(np.diff(col.offsets.to_numpy()))
+    tokens = np.concatenate(chunks) if chunks else np.zeros(0, np.uint32)
+    offsets = np.concatenate([[0], np.cumsum(np.concatenate(lengths))]) if lengths else np.zeros(1, np.int64)
+    return ids, tokens, offsets.astype(np.int64)
+
+
+def _sequence_table(sequences, tokens, offsets, width: int | None, pad_id: int, dtype) -> pa.Table:
+    """Rows of input_ids / position_ids / loss_mask / cu_seqlens for sequences of pieces."""
+    input_ids, positions, masks, cu = [], [], [], []
+    for seq in sequences:
+        parts = [tokens[offsets[d] + s: offsets[d] + e] for d, s, e in seq]
+        used = sum(len(p) for p in parts)
+        size = width or used
+        ids = np.full(size, pad_id, dtype=dtype)
+        ids[:used] = np.concatenate(parts)
+        pos = np.zeros(size, dtype=np.int32)
+        pos[:used] = np.concatenate([np.arange(len(p), dtype=np.int32) for p in parts])
+        mask = np.zeros(size, dtype=np.uint8)
+        mask[:used] = 1
+        input_ids.append(ids)
+        positions.append(pos)
+        masks.append(mask)
+        cu.append(np.concatenate([[0], np.cumsum([len(p) for p in parts])]).astype(np.int32))
+    token_type = pa.from_numpy_dtype(np.dtype(dtype))
+    return pa.table({
+        "input_ids": pa.array(input_ids, pa.list_(token_type)),
+        "position_ids": pa.array(positions, pa.list_(pa.int32())),
+        "loss_mask": pa.array(masks, pa.list_(pa.uint8())),
+        "cu_seqlens": pa.array(cu, pa.list_(pa.int32())),
+    })
+
+
+def _write(loc: Location, sequences, tokens, offsets, width, pad_id, dtype) -> None:
+    writer = None
+    for i in range(0, max(len(sequences), 1), ROWS_PER_WRITE):
+        table = _sequence_table(sequences[i:i + ROWS_PER_WRITE], tokens, offsets, width, pad_id, dtype)
+        writer = writer or ShardWriter(loc, table.schema)
+        writer.write(table)
+    writer.commit()
+
+
+def _pack_rank(rank: int, stage: "Pack", shards, batch_size: int) -> dict:
+    cfg: PackConfig = stage.config
+    ids, tokens, offsets = _load(shards, batch_size)
+    lengths = np.diff(offsets).tolist()
+    dtype = tokens.dtype
+    name = f"rank-{rank:05d}"
+    if cfg.megatron and stage.tokens_dir.is_local:
+        order = list(range(len(ids)))
+        random.Random(cfg.seed + rank).shuffle(order)
+        writer = MegatronWriter(f"{stage.tokens_dir.join('megatron', name).path}", dtype)
+        for d in order:
+            writer.add(tokens[offsets[d]:offsets[d + 1]])
+            writer.end_document()
+        writer.finish()
+    summary = {"documents": len(ids), "tokens": int(offsets[-1]), "sequences": 0, "slots": 0,
+               "documents_split": 0, "tokens_dropped": 0, "buckets": {}}
+    if cfg.strategy == "decompose":
+        buckets = decompose(lengths, cfg.min_log2, cfg.max_log2)
+        for k, sequences in sorted(buckets.items()):
+            _write(stage.tokens_dir.join("decompose", f"len-{1 << k:05d}", f"{name}.parquet"), sequences, tokens,
+                   offsets, None, cfg.pad_id, dtype)
+            summary["buckets"][str(1 << k)] = len(sequences)
+            summary["sequences"] += len(sequences)
+            summary["slots"] += len(sequences) << k
+        all_pieces = [seq for sequences in buckets.values() for seq in sequences]
+    else:
+        all_pieces = concat(lengths, cfg.seq_len, cfg.seed + rank) if cfg.strategy == "concat" \
+            else bfd(lengths, cfg.seq_len)
+        _write(stage.tokens_dir.join(cfg.strategy, f"{name}.parquet"), all_pieces, tokens, offsets, cfg.seq_len,
+               cfg.pad_id, dtype)
+        summary["sequences"] = len(all_pieces)
+        summary["slots"] = len(all_pieces) * cfg.seq_len
+    pieces_per_doc = np.bincount([d for seq in all_pieces for d, _, _ in seq], minlength=len(ids))
+    summary["documents_split"] = int((pieces_per_doc > 1).sum())
+    summary["tokens_dropped"] = summary["tokens"] - sum(e - s for seq in all_pieces for _, s, e in seq)
+    return summary
+
+
+class Pack(GlobalStage):
+    name = "pack"
+
+    def __init__(self, config: PackConfig, tokens_dir: Location):
+        super().__init__(config)
+        self.tokens_dir = tokens_dir
+
+    def plan(self, shards, options) -> tuple[dict[str, list], dict]:
+        from winnow.stages.runtime import StageFailedError
+
+        groups = [shards[r::self.config.ranks] for r in range(self.config.ranks)]
+        task = ray.remote(_pack_rank).options(max_retries=options.max_retries)
+        refs = [task.remote(r, self, group, options.batch_size) for r, group in enumerate(groups)]
+        try:
+            summaries = ray.get(refs)
+        except Exception as err:  # noqa: BLE001 - re-raised naming the phase
+            cause = getattr(err, "cause", None) or err
+            raise StageFailedError(f"stage 'pack' failed while packing: {type(cause).__name__}: {cause}") from err
+        total: dict = {"strategy": self.config.strategy, "seq_len": self.config.seq_len, "ranks": self.config.ranks,
+                       "buckets": {}}
+        for s in summaries:
+            for key in ("documents", "tokens", "sequences", "slots", "documents_split", "tokens_dropped"):
+                total[key] = total.get(key, 0) + s[key]
+            for k, n in s["buckets"].items():
+                total["buckets"][k] = total["buckets"].get(k, 0) + n
+        kept = total["tokens"] - total["tokens_dropped"]
+        total["padding_fraction"] = 1 - kept / total["slots"] if total["slots"] else 0.0
+        self.tokens_dir.join("summary.json").write_bytes_atomic(json.dumps(total, indent=2).encode())
+        return {s.name: [] for s in shards}, total
+
+    def apply_decisions(self, table: pa.Table, row_offset: int, decisions) -> StageResult:
+        return StageResult.of(self.name, table.num_rows, table, table.slice(0, 0), [])
