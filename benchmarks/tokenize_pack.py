@@ -86,8 +86,9 @@ def main() -> None:
         seqs = concat(lengths, seq_len)
         split = lambda s: sum(np.bincount([d for q in s for d, _, _ in q]) > 1)  # noqa: E731
         padding = 1 - sum(lengths) / (len(bins) * seq_len)
-        print(f"(b) bfd seq_len {seq_len}: {len(bins):,} sequences, padding {padding:.3%} of slots, documents split "
-              f"{split(bins):,} (concat: {split(seqs):,}), packing {sum(lengths) / seconds / 1e6:.1f}M tokens/s")
+        print(f"(b) bfd seq_len {seq_len}: {len(bins):,} sequences, padding {padding:.3%} of slots, "
+              f"documents split {split(bins):,} (concat: {split(seqs):,}), "
+              f"packing {sum(lengths) / seconds / 1e6:.1f}M tokens/s")
 
     # (c) the pack stage on Ray over --pack-tokens tokens (the tokenized corpus replicated into shards)
     import ray
