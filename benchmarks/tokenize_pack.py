@@ -76,7 +76,8 @@ def main() -> None:
     print(f"(a) tokenize {n:,} documents (65 books + 2,000 web), {tokens:,} tokens: bare encode_batch "
           f"{tokens / best['bare']:,.0f} tokens/s, tokenize stage {tokens / best['stage']:,.0f} tokens/s "
           f"-> overhead {100 * (best['stage'] / best['bare'] - 1):.1f}%; vs bare encode_batch_fast "
-          f"{tokens / best['bare_fast']:,.0f} tokens/s -> overhead {100 * (best['stage'] / best['bare_fast'] - 1):.1f}%")
+          f"{tokens / best['bare_fast']:,.0f} tokens/s "
+          f"-> overhead {100 * (best['stage'] / best['bare_fast'] - 1):.1f}%")
 
     lengths = [int(x) for r in results for x in r.kept.column("n_tokens").to_numpy()]
     for seq_len in (2048, 8192):

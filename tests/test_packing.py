@@ -74,3 +74,23 @@ def test_megatron_round_trip(tmp_path):
     assert dtype == np.uint16 and documents.tolist() == list(range(101))
     assert pointers[1] == 2 * lengths[0]
     assert all(np.array_equal(a, b) for a, b in zip(read_sequences(tmp_path / "corpus"), docs, strict=True))
+
+
+def test_megatron_core_reads_what_winnow_writes(tmp_path):
+    """megatron-core's own IndexedDataset reads winnow's files (when megatron-core imports here)."""
+    import pytest
+
+    try:
+        from megatron.core.datasets.indexed_dataset import IndexedDataset
+    except Exception as err:  # noqa: BLE001 - megatron-core is optional (dev extra)
+        pytest.skip(f"megatron-core not importable: {err}")
+    rng = np.random.default_rng(1)
+    docs = [rng.integers(0, 60000, rng.integers(1, 300), dtype=np.uint16) for _ in range(50)]
+    writer = MegatronWriter(tmp_path / "corpus", np.uint16)
+    for doc in docs:
+        writer.add(doc)
+        writer.end_document()
+    writer.finish()
+    dataset = IndexedDataset(str(tmp_path / "corpus"), mmap=True)
+    assert len(dataset) == 50 and list(dataset.document_indices) == list(range(51))
+    assert all(np.array_equal(dataset[i], doc) for i, doc in enumerate(docs))
