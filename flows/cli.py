@@ -25,7 +25,8 @@ def _print_summary(summary: dict) -> None:
         table.add_column(col, justify=justify)
     for name, c in summary["stages"].items():
         reasons = ", ".join(f"{r} {n}" for r, n in sorted(c["rejected_by_reason"].items(), key=lambda kv: -kv[1]))
-        table.add_row(name, f"{c['rows_in']:,}", f"{c['rows_out']:,}", f"{c['rows_rejected']:,}", reasons or "-",
+        added = f" (+{c['rows_added']:,} parts)" if c.get("rows_added") else ""
+        table.add_row(name, f"{c['rows_in']:,}", f"{c['rows_out']:,}{added}", f"{c['rows_rejected']:,}", reasons or "-",
                       "skipped (complete)" if c["skipped"] else "")
     console.print(table)
     console.print(f"outputs: {summary['output']}/<stage>/part-*.parquet, rejects: {summary['output']}/<stage>/rejects/")
@@ -44,14 +45,27 @@ def _run(args: argparse.Namespace) -> int:
 
 def _demo(args: argparse.Namespace) -> int:
     from winnow.flows.curate import curate
-    from winnow.flows.demo import demo_config, write_demo_corpus
+    from winnow.flows.demo import demo_config, demo_tokenizer, write_demo_corpus
+    from winnow.stages.langid import default_lid_model
 
     out = Path(args.out).resolve()
     input_dir = out / "input"
     paths = write_demo_corpus(input_dir, seed=args.seed)
     console.print(f"demo corpus: {len(paths)} shards in {input_dir}")
-    summary = curate(demo_config(str(input_dir), str(out)), ray_address=args.ray_address, restart=True)
+    tokenizer = demo_tokenizer(out / "models" / "bpe", seed=args.seed)
+    try:
+        default_lid_model()
+        langid = True
+    except FileNotFoundError as err:
+        console.print(f"[yellow]skipping langid:[/] {err}")
+        langid = False
+    summary = curate(demo_config(str(input_dir), str(out), tokenizer, langid), ray_address=args.ray_address,
+                     restart=True)
     _print_summary(summary)
+    if "pack" in summary["stages"]:
+        extra = summary["stages"]["pack"]["extra"]
+        console.print(f"training sequences: {summary['output']}/tokens/ ({extra['sequences']:,} x {extra['seq_len']} "
+                      f"tokens, padding {extra['padding_fraction']:.2%}; Megatron files in tokens/megatron/)")
     return 0
 
 

@@ -68,6 +68,22 @@ def article(rng: random.Random) -> str:
     return title + "\n\n" + "\n\n".join(paragraphs)
 
 
+FOREIGN = [
+    "Le conseil municipal a approuvé le nouveau budget de la bibliothèque après un long débat public.",
+    "Les habitants du quartier ont planté des arbres fruitiers le long de la rivière ce printemps.",
+    "Der Gemeinderat hat den neuen Haushalt für die Stadtbibliothek nach langer Debatte genehmigt.",
+    "Die Bewohner des Viertels haben im Frühling Obstbäume entlang des Flusses gepflanzt.",
+    "El ayuntamiento aprobó el nuevo presupuesto de la biblioteca después de un largo debate.",
+    "Los vecinos del barrio plantaron árboles frutales a lo largo del río esta primavera.",
+]
+
+
+def foreign(rng: random.Random) -> str:
+    """A page in French, German or Spanish (for the language filter)."""
+    start = 2 * rng.randrange(3)
+    return " ".join(rng.choice(FOREIGN[start:start + 2]) for _ in range(rng.randint(6, 12)))
+
+
 def near_duplicate(rng: random.Random, text: str) -> str:
     words = text.split(" ")
     for _ in range(max(1, len(words) // 40)):
@@ -101,6 +117,8 @@ def _records(rng: random.Random, shard: int, n: int, pool: list[str]) -> list[di
             text = spam(rng)
         elif roll < 0.25:
             text = rng.choice(["Click here.", "Page not found", "Loading...", "Subscribe!"])
+        elif roll < 0.27:
+            text = foreign(rng)
         else:
             text = article(rng)
             pool.append(text)
@@ -149,10 +167,22 @@ def write_demo_corpus(directory: str | Path, seed: int = 0, docs_per_shard: int 
     return paths
 
 
-def demo_config(input_dir: str, output_dir: str) -> dict:
-    return {
-        "input": {"uri": str(input_dir), "glob": "crawl-*"},
-        "output": str(output_dir),
-        "stages": [{"name": "ingest"}, {"name": "heuristics"}, {"name": "exact_dedup"}, {"name": "dedup"}],
-        "runtime": {"batch_size": 256},
-    }
+def demo_config(input_dir: str, output_dir: str, tokenizer: str | None = None, langid: bool = False) -> dict:
+    """The demo chain; `langid` needs the lid.176 model, tokenize/pack need a tokenizer."""
+    stages = [{"name": "ingest"}]
+    if langid:
+        stages.append({"name": "langid", "languages": ["en"]})
+    stages += [{"name": "heuristics"}, {"name": "exact_dedup"}, {"name": "dedup"}]
+    if tokenizer:
+        stages += [{"name": "tokenize", "tokenizer": tokenizer},
+                   {"name": "pack", "strategy": "bfd", "seq_len": 1024, "ranks": 2}]
+    return {"input": {"uri": str(input_dir), "glob": "crawl-*"}, "output": str(output_dir), "stages": stages,
+            "runtime": {"batch_size": 256}}
+
+
+def demo_tokenizer(directory: str | Path, seed: int = 0) -> str:
+    """A small byte-level BPE trained on text from the demo generator (no download)."""
+    from winnow.scorers.tokenizer import train_bpe
+
+    rng = random.Random(seed + 1)
+    return str(train_bpe((article(rng) for _ in range(500)), 2000, directory))
