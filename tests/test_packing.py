@@ -62,14 +62,20 @@ def test_decompose_buckets_hold_single_document_power_of_two_sequences(lengths, 
     assert kept == sum(lengths) - dropped
 
 
-def test_megatron_round_trip(tmp_path):
-    rng = np.random.default_rng(0)
-    docs = [rng.integers(0, 50000, rng.integers(1, 500), dtype=np.uint16) for _ in range(100)]
-    writer = MegatronWriter(tmp_path / "corpus", np.uint16)
+def write_corpus(prefix, n_docs, seed):
+    """Random uint16 documents written as a Megatron corpus; returns them."""
+    rng = np.random.default_rng(seed)
+    docs = [rng.integers(0, 60000, rng.integers(1, 500), dtype=np.uint16) for _ in range(n_docs)]
+    writer = MegatronWriter(prefix, np.uint16)
     for doc in docs:
         writer.add(doc)
         writer.end_document()
     writer.finish()
+    return docs
+
+
+def test_megatron_round_trip(tmp_path):
+    docs = write_corpus(tmp_path / "corpus", 100, seed=0)
     dtype, lengths, pointers, documents = read_index(tmp_path / "corpus")
     assert dtype == np.uint16 and documents.tolist() == list(range(101))
     assert pointers[1] == 2 * lengths[0]
@@ -84,13 +90,7 @@ def test_megatron_core_reads_what_winnow_writes(tmp_path):
         from megatron.core.datasets.indexed_dataset import IndexedDataset
     except Exception as err:  # noqa: BLE001 - megatron-core is optional (dev extra)
         pytest.skip(f"megatron-core not importable: {err}")
-    rng = np.random.default_rng(1)
-    docs = [rng.integers(0, 60000, rng.integers(1, 300), dtype=np.uint16) for _ in range(50)]
-    writer = MegatronWriter(tmp_path / "corpus", np.uint16)
-    for doc in docs:
-        writer.add(doc)
-        writer.end_document()
-    writer.finish()
+    docs = write_corpus(tmp_path / "corpus", 50, seed=1)
     dataset = IndexedDataset(str(tmp_path / "corpus"), mmap=True)
     assert len(dataset) == 50 and list(dataset.document_indices) == list(range(51))
     assert all(np.array_equal(dataset[i], doc) for i, doc in enumerate(docs))
