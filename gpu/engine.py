@@ -10,6 +10,7 @@ runs on the CPU. Results come back in input order.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 
 import numpy as np
 import torch
@@ -57,7 +58,7 @@ class InferenceEngine:
             return np.zeros((0,), dtype=np.float32)
         lengths = [len(t) for t in token_ids]
         outputs: list[np.ndarray | None] = [None] * len(token_ids)
-        autocast = torch.autocast("cuda", dtype=torch.bfloat16) if self.device.type == "cuda" else _nullcontext()
+        autocast = torch.autocast("cuda", dtype=torch.bfloat16) if self.device.type == "cuda" else nullcontext()
         with torch.inference_mode(), autocast:
             for batch in plan_batches(lengths, self.max_tokens, self.pad_multiple):
                 width = -(-max(lengths[i] for i in batch) // self.pad_multiple) * self.pad_multiple
@@ -72,11 +73,3 @@ class InferenceEngine:
                 self.padded_tokens += ids.numel()
                 self.real_tokens += int(mask.sum())
         return np.stack(outputs)
-
-
-class _nullcontext:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False

@@ -79,7 +79,3 @@ def make_rejects(
     columns["reject_detail"] = pa.array(details if details is not None else [None] * n, pa.string())
     columns["raw"] = pa.nulls(n, pa.binary())
     return pa.table([columns[f.name] for f in schema], schema=schema)
-
-
-def empty_rejects(schema: pa.Schema) -> pa.Table:
-    return reject_schema_for(schema).empty_table()

@@ -50,11 +50,6 @@ def _size(loc: Location) -> int | None:
     return info.size if info.type == pafs.FileType.File else None
 
 
-def stage_is_complete(stage_dir: Location, config_hash: str) -> StageManifest | None:
-    manifest = read_manifest(stage_dir)
-    return manifest if manifest is not None and manifest.config_hash == config_hash else None
-
-
 def reset_stage(stage_dir: Location) -> None:
     """Remove a stage's outputs made under another config (its hash changed)."""
     if stage_dir.exists():
