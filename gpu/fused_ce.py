@@ -1,0 +1,84 @@
+"""Per-token negative log-likelihood from hidden states and the LM head, without materialising the
+(tokens x vocab) logits in fp32.
+
+`token_nll(hidden, weight, targets)` picks the path: a Triton kernel on CUDA (one program per
+block of tokens streams over vocabulary tiles, keeping an online max and sum of exponentials, so
+logits live only in registers/SRAM), and on CPU the chunked PyTorch reference, which computes the
+logits of `chunk` tokens at a time (peak extra memory chunk x vocab instead of tokens x vocab).
+"""
+
+from __future__ import annotations
+
+import torch
+
+try:  # Triton is optional: present on GPU machines (and usable on CPU via TRITON_INTERPRET=1)
+    import triton
+    import triton.language as tl
+except ImportError:  # pragma: no cover - exercised on machines without triton
+    triton = None
+
+
+def chunked_nll(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, chunk: int = 1024) -> torch.Tensor:
+    """Reference path: fp32 NLL per token, `chunk` tokens' logits at a time. hidden [N, d], weight [V, d]."""
+    out = torch.empty(hidden.shape[0], dtype=torch.float32, device=hidden.device)
+    for start in range(0, hidden.shape[0], chunk):
+        logits = (hidden[start:start + chunk] @ weight.T).float()
+        lse = torch.logsumexp(logits, dim=-1)
+        out[start:start + chunk] = lse - logits.gather(1, targets[start:start + chunk, None].long())[:, 0]
+    return out
+
+
+if triton is not None:
+
+    @triton.jit
+    def _nll_kernel(h_ptr, w_ptr, t_ptr, out_ptr, n_tokens, vocab, dim,
+                    stride_h, stride_w, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+        pid = tl.program_id(0)
+        rows = pid * BLOCK_M + tl.arange(0, BLOCK_M)
+        row_ok = rows < n_tokens
+        targets = tl.load(t_ptr + rows, mask=row_ok, other=0)
+        running_max = tl.full((BLOCK_M,), float("-inf"), tl.float32)
+        running_sum = tl.zeros((BLOCK_M,), tl.float32)
+        target_logit = tl.zeros((BLOCK_M,), tl.float32)
+        for v0 in range(0, vocab, BLOCK_N):
+            cols = v0 + tl.arange(0, BLOCK_N)
+            col_ok = cols < vocab
+            acc = tl.zeros((BLOCK_M, BLOCK_N), tl.float32)
+            for k0 in range(0, dim, BLOCK_K):
+                ks = k0 + tl.arange(0, BLOCK_K)
+                k_ok = ks < dim
+                h = tl.load(h_ptr + rows[:, None] * stride_h + ks[None, :], mask=row_ok[:, None] & k_ok[None, :],
+                            other=0.0)
+                w = tl.load(w_ptr + cols[:, None] * stride_w + ks[None, :], mask=col_ok[:, None] & k_ok[None, :],
+                            other=0.0)
+                acc += tl.dot(h, tl.trans(w), input_precision="ieee")
+            acc = tl.where(col_ok[None, :], acc, float("-inf"))
+            tile_max = tl.max(acc, axis=1)
+            new_max = tl.maximum(running_max, tile_max)
+            running_sum = running_sum * tl.exp(running_max - new_max) + tl.sum(tl.exp(acc - new_max[:, None]), axis=1)
+            running_max = new_max
+            hit = cols[None, :] == targets[:, None]
+            target_logit += tl.sum(tl.where(hit, acc, 0.0), axis=1)
+        nll = running_max + tl.log(running_sum) - target_logit
+        tl.store(out_ptr + rows, nll, mask=row_ok)
+
+
+def triton_nll(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor,
+               block_m: int = 32, block_n: int = 64, block_k: int = 32) -> torch.Tensor:
+    """Fused path: per-token NLL with the vocabulary streamed through on-chip tiles."""
+    if triton is None:
+        raise RuntimeError("triton is not installed")
+    hidden, weight = hidden.contiguous(), weight.contiguous()
+    n, dim = hidden.shape
+    out = torch.empty(n, dtype=torch.float32, device=hidden.device)
+    grid = (triton.cdiv(n, block_m),)
+    _nll_kernel[grid](hidden, weight, targets.contiguous(), out, n, weight.shape[0], dim,
+                      hidden.stride(0), weight.stride(0), BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k)
+    return out
+
+
+def token_nll(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Per-token NLL (fp32): the Triton kernel on CUDA, the chunked reference elsewhere."""
+    if hidden.is_cuda and triton is not None:
+        return triton_nll(hidden, weight, targets)
+    return chunked_nll(hidden, weight, targets)
