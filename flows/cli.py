@@ -84,6 +84,8 @@ def _train(args: argparse.Namespace) -> int:
 
     if args.kind == "tokenizer":
         return _train_tokenizer(args)
+    if args.kind in ("lm", "preselect"):
+        return _train_lm_or_preselect(args)
 
     from winnow.scorers.data import parse_label_map, read_labelled, read_texts
     from winnow.scorers.fasttext import FastTextParams, train
@@ -109,6 +111,30 @@ def _train(args: argparse.Namespace) -> int:
         h = card["heldout"]
         console.print(f"held-out ({card['heldout_examples']:,}): ROC AUC {h['roc_auc']:.4f}, precision "
                       f"{h['precision']:.4f}, recall {h['recall']:.4f} for label {card['positive_label']!r}")
+    return 0
+
+
+def _train_lm_or_preselect(args: argparse.Namespace) -> int:
+    from winnow.scorers.data import read_texts
+
+    files = [args.data] if args.data else args.positives
+    if not files:
+        raise ValueError(f"give the training text with --data FILE (for {args.kind})")
+    texts = read_texts(files, args.text_field)
+    if args.kind == "lm":
+        from winnow.scorers.lm import train_lm
+
+        figures = train_lm(texts, args.out, init=args.init, tokenizer=args.tokenizer, epochs=args.epochs,
+                           seq_len=args.seq_len, batch_size=args.batch_size, lr=args.lm_lr)
+        console.print(f"trained LM -> {args.out}: {figures}")
+        return 0
+    from winnow.scorers.preselect import train_preselect
+
+    if not args.models or not args.benchmark_scores:
+        raise ValueError("preselect needs --models DIR ... and --benchmark-scores S ... (one per model)")
+    card = train_preselect(texts, args.models, args.benchmark_scores, args.out, seed=args.seed)
+    console.print(f"trained PreSelect classifier -> {args.out}: {card['preselect']['positives']:,} positives "
+                  f"of {card['preselect']['documents']:,} documents; held-out {card.get('heldout')}")
     return 0
 
 
@@ -147,7 +173,15 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(func=_demo)
 
     train = sub.add_parser("train", help="train a model a stage uses")
-    train.add_argument("kind", choices=["quality", "toxicity", "tokenizer"])
+    train.add_argument("kind", choices=["quality", "toxicity", "tokenizer", "lm", "preselect"])
+    train.add_argument("--tokenizer", help="lm: tokenizer directory for a new model")
+    train.add_argument("--init", help="lm: model directory to fine-tune (e.g. on target text)")
+    train.add_argument("--epochs", type=float, default=1.0)
+    train.add_argument("--seq-len", type=int, default=256)
+    train.add_argument("--batch-size", type=int, default=16)
+    train.add_argument("--lm-lr", type=float, default=3e-3, help="lm: AdamW learning rate")
+    train.add_argument("--models", nargs="+", help="preselect: LM directories")
+    train.add_argument("--benchmark-scores", nargs="+", type=float, help="preselect: one score per model")
     train.add_argument("--vocab-size", type=int, default=32000, help="tokenizer: vocabulary size")
     train.add_argument("--out", required=True, help="where to write the model (.bin); the card goes to OUT.json")
     train.add_argument("--data", help="one labelled file (.jsonl/.parquet/.csv) with text and label columns")

@@ -230,6 +230,38 @@ class QualityConfig(StrictModel):
         return self
 
 
+class PreselectConfig(QualityConfig):
+    """PreSelect: a fastText scorer trained from predictive-strength labels; keeps the top share by characters."""
+
+    name: Literal["preselect"]
+    keep_top: Fraction | None = 0.1
+    share_by: Literal["documents", "characters"] = "characters"
+
+
+class ColorFilterConfig(StrictModel):
+    """CoLoR-Filter: score = mean NLL under the prior LM - mean NLL under the conditional LM; keep the top 1/tau."""
+
+    name: Literal["color_filter"]
+    prior: str = Field(description="causal LM directory (Hugging Face format)")
+    conditional: str = Field(description="the prior fine-tuned on target text")
+    tau: float = Field(4.0, gt=1.0, description="keep the highest-scoring 1/tau of the pool")
+    context: int | None = Field(None, ge=8, description="tokens per window (default: the model's context)")
+    stride: int | None = Field(None, ge=1)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    num_gpus: float = Field(0, ge=0)
+    batch_size: int = Field(64, ge=1)
+    mode: Literal["filter", "annotate"] = "filter"
+    score_range: tuple[float, float] = Field((-5.0, 5.0), description="range of the cut-off histogram (nats)")
+
+    @property
+    def keep_top(self) -> float:
+        return 1.0 / self.tau
+
+    @property
+    def share_by(self) -> str:
+        return "documents"
+
+
 class ToxicityConfig(StrictModel):
     """Score toxicity with one or more labels; drop a document when any label is over its threshold."""
 
@@ -284,7 +316,7 @@ class PackConfig(StrictModel):
 
 StageConfig = Annotated[
     Union[IngestConfig, HeuristicsConfig, ExactDedupConfig, DedupConfig, QualityConfig, ToxicityConfig,
-          LangIdConfig, TokenizeConfig, PackConfig],
+          LangIdConfig, TokenizeConfig, PackConfig, PreselectConfig, ColorFilterConfig],
     Field(discriminator="name"),
 ]
 

@@ -111,3 +111,45 @@ def make_tiny_lm(path: str | Path, tokenizer_dir: str | Path, context: int = 128
     GPT2LMHeadModel(config).save_pretrained(path)
     tokenizer.save_pretrained(path)
     return path
+
+
+def train_lm(texts: list[str], out: str | Path, *, init: str | Path | None = None, tokenizer: str | Path | None = None,
+             epochs: float = 1.0, seq_len: int = 64, batch_size: int = 16, lr: float = 3e-3, hidden: int = 64,
+             layers: int = 2, seed: int = 0, device: str = "auto") -> dict:
+    """Train a small GPT-style LM on `texts` (with `tokenizer`), or fine-tune the model at `init`.
+
+    Texts are tokenized with an EOS after each, concatenated and cut into `seq_len` blocks, which
+    are visited in a seeded order for `epochs` passes with AdamW. Returns the training figures.
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    if init is None and tokenizer is None:
+        raise ValueError("give a tokenizer to train a new model, or `init` (a model directory) to fine-tune")
+    torch.manual_seed(seed)
+    dev = pick_device(device)
+    if init is not None:
+        model_dir = Path(init)
+    else:
+        model_dir = make_tiny_lm(Path(out), tokenizer, context=max(seq_len, 64), hidden=hidden, layers=layers,
+                                 seed=seed)
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir).to(dev).train()
+    eos = tok.eos_token_id
+    stream = [t for ids in tok(texts, add_special_tokens=False)["input_ids"] for t in ids + [eos]]
+    blocks = torch.tensor(stream[: len(stream) // seq_len * seq_len]).view(-1, seq_len)
+    if len(blocks) == 0:
+        raise ValueError(f"not enough text for one block of {seq_len} tokens")
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
+    generator = torch.Generator().manual_seed(seed)
+    steps = max(1, int(epochs * len(blocks) / batch_size))
+    losses = []
+    for step in range(steps):
+        batch = blocks[torch.randint(0, len(blocks), (batch_size,), generator=generator)].to(dev)
+        loss = model(input_ids=batch, labels=batch).loss
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    model.eval().save_pretrained(out)
+    tok.save_pretrained(out)
+    return {"steps": steps, "blocks": len(blocks), "first_loss": losses[0], "last_loss": float(np.mean(losses[-10:]))}

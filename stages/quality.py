@@ -14,15 +14,15 @@ class Quality(ScoreStage):
     primary = "quality_score"
 
     def score_columns(self, scorer, texts: list[str]) -> dict[str, np.ndarray]:
-        return {"quality_score": scorer.predict_all(texts)[self.config.label or scorer.positive]}
+        return {self.primary: scorer.predict_all(texts)[self.config.label or scorer.positive]}
 
     def decide(self, table: pa.Table) -> tuple[np.ndarray, list[str], list[str]]:
-        scores = table.column("quality_score").to_numpy()
+        scores = table.column(self.primary).to_numpy()
         if self.config.keep_top is not None:
             limit, reason = self.cutoff, "below_top_share"
             rule = f"top {self.config.keep_top:.0%} by {self.config.share_by} (cut-off {limit:.4f})"
         else:
             limit, reason, rule = self.config.threshold, "below_threshold", f"threshold {self.config.threshold}"
         keep = scores >= limit
-        details = [f"quality_score {s:.4f} < {rule}" for s in scores[~keep]]
+        details = [f"{self.primary} {s:.4f} < {rule}" for s in scores[~keep]]
         return keep, [reason] * len(details), details

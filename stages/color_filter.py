@@ -1,0 +1,48 @@
+"""CoLoR-Filter (Brandfonbrener et al. 2024): `color_score` = mean NLL per token under the prior LM
+minus under the conditional LM (the prior fine-tuned on target text). Documents the target data
+made more likely score high; the top 1/tau of the pool is kept, the cut-off found over the whole
+corpus (a histogram per shard, as for quality's top share)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import numpy as np
+import pyarrow as pa
+
+from winnow.stages.scoring import ScoreStage
+
+
+@lru_cache(maxsize=4)
+def _lm(path: str, context: int | None, stride: int | None, device: str):
+    from winnow.scorers.lm import LMScorer
+
+    return LMScorer(path, context=context, stride=stride, device=device)
+
+
+class ColorFilter(ScoreStage):
+    name = "color_filter"
+    primary = "color_score"
+
+    def resources(self) -> dict:
+        return {"num_cpus": 1, "num_gpus": self.config.num_gpus} if self.config.num_gpus else {"num_cpus": 1}
+
+    def score(self, texts: list[str]) -> dict[str, np.ndarray]:
+        cfg = self.config
+        prior = _lm(cfg.prior, cfg.context, cfg.stride, cfg.device)
+        conditional = _lm(cfg.conditional, cfg.context, cfg.stride, cfg.device)
+        out: dict[str, list] = {"color_score": [], "prior_nll": [], "conditional_nll": []}
+        for i in range(0, len(texts), cfg.batch_size):
+            chunk = texts[i:i + cfg.batch_size]
+            p, c = prior.score(chunk)["mean_nll"], conditional.score(chunk)["mean_nll"]
+            out["color_score"].append(p - c)
+            out["prior_nll"].append(p)
+            out["conditional_nll"].append(c)
+        return {k: np.concatenate(v).astype(np.float32) if v else np.zeros(0, np.float32) for k, v in out.items()}
+
+    def decide(self, table: pa.Table) -> tuple[np.ndarray, list[str], list[str]]:
+        scores = table.column("color_score").to_numpy()
+        keep = scores >= self.cutoff
+        details = [f"color_score {s:.4f} < cut-off {self.cutoff:.4f} (top 1/{self.config.tau:g})"
+                   for s in scores[~keep]]
+        return keep, ["below_top_share"] * len(details), details
