@@ -18,7 +18,7 @@ except ImportError:  # pragma: no cover - exercised on machines without triton
     triton = None
 
 
-def chunked_nll(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, chunk: int = 1024) -> torch.Tensor:
+def chunked_nll(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, chunk: int = 256) -> torch.Tensor:
     """Reference path: fp32 NLL per token, `chunk` tokens' logits at a time. hidden [N, d], weight [V, d]."""
     out = torch.empty(hidden.shape[0], dtype=torch.float32, device=hidden.device)
     for start in range(0, hidden.shape[0], chunk):

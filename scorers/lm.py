@@ -41,7 +41,7 @@ class LMScorer:
             raise ValueError(f"stride {self.stride} must be in (0, context {self.context}]")
         self.start_id = self.tokenizer.bos_token_id if self.tokenizer.bos_token_id is not None \
             else self.tokenizer.eos_token_id
-        self.max_batch_tokens = max_batch_tokens or (32768 if self.device.type == "cuda" else 8192)
+        self.max_batch_tokens = max_batch_tokens or (32768 if self.device.type == "cuda" else 4096)
 
     def windows(self, ids: list[int]) -> list[tuple[list[int], int]]:
         """(window tokens, number of trailing tokens it scores) covering every token once."""
@@ -99,13 +99,15 @@ class LMScorer:
 
 
 def make_tiny_lm(path: str | Path, tokenizer_dir: str | Path, context: int = 128, hidden: int = 64,
-                 layers: int = 2, seed: int = 0) -> Path:
-    """A small randomly initialised GPT-2 with winnow's tokenizer, saved as a HF directory."""
+                 layers: int = 2, seed: int = 0, vocab_size: int | None = None) -> Path:
+    """A small randomly initialised GPT-2 with winnow's tokenizer, saved as a HF directory
+    (`vocab_size` may exceed the tokenizer's, e.g. to measure a 50k-wide LM head)."""
     from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
 
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
     torch.manual_seed(seed)
-    config = GPT2Config(vocab_size=len(tokenizer), n_positions=context, n_embd=hidden, n_layer=layers, n_head=4,
+    config = GPT2Config(vocab_size=vocab_size or len(tokenizer), n_positions=context, n_embd=hidden, n_layer=layers,
+                        n_head=4,
                         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
     path = Path(path)
     GPT2LMHeadModel(config).save_pretrained(path)
