@@ -2,7 +2,8 @@
 
 Defaults follow DCLM's quality classifier (word bigrams, dim 100, lr 0.1, 5 epochs). `wordNgrams`
 > 1 keeps fastText's hashing buckets in use, which also avoids its uninitialised-matrix NaNs on
-few threads (see DEPENDENCIES.md); training on two threads is therefore safe and repeatable.
+few threads (see DEPENDENCIES.md). One thread by default: with more, fastText's lock-free SGD is
+faster but no longer gives the same model twice.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ class FastTextParams:
     wordNgrams: int = 2  # noqa: N815 - fastText's own parameter names
     minCount: int = 1  # noqa: N815
     bucket: int = 2_000_000
-    thread: int = 2
+    thread: int = 1  # fastText's lock-free SGD is only reproducible on one thread
     seed: int = 0
     loss: str = "softmax"
     extra: dict = field(default_factory=dict)
