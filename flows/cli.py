@@ -114,13 +114,21 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _train_lm_or_preselect(args: argparse.Namespace) -> int:
+def _training_texts(args: argparse.Namespace) -> list[str]:
+    """The texts of --data FILE (or --positives FILE ...), at most --max-per-class of them, sampled."""
     from winnow.scorers.data import read_texts
 
     files = [args.data] if args.data else args.positives
     if not files:
         raise ValueError(f"give the training text with --data FILE (for {args.kind})")
     texts = read_texts(files, args.text_field)
+    if args.max_per_class:
+        texts = random.Random(args.seed).sample(texts, min(len(texts), args.max_per_class))
+    return texts
+
+
+def _train_lm_or_preselect(args: argparse.Namespace) -> int:
+    texts = _training_texts(args)
     if args.kind == "lm":
         from winnow.scorers.lm import train_lm
 
@@ -139,15 +147,9 @@ def _train_lm_or_preselect(args: argparse.Namespace) -> int:
 
 
 def _train_tokenizer(args: argparse.Namespace) -> int:
-    from winnow.scorers.data import read_texts
     from winnow.scorers.tokenizer import train_bpe
 
-    files = [args.data] if args.data else args.positives
-    if not files:
-        raise ValueError("give the corpus sample to train on with --data FILE (or --positives FILE ...)")
-    texts = read_texts(files, args.text_field)
-    if args.max_per_class:
-        texts = random.Random(args.seed).sample(texts, min(len(texts), args.max_per_class))
+    texts = _training_texts(args)
     out = train_bpe(texts, args.vocab_size, args.out)
     console.print(f"trained a byte-level BPE with {args.vocab_size:,} tokens on {len(texts):,} texts -> {out}")
     return 0
