@@ -114,7 +114,7 @@ def _claim_stage_dir(stage_dir: Location, stage: Stage, config_hash: str) -> Non
 
 def process_shard(stage: Stage, shard: Shard, stage_dir: Location, config_hash: str, run_id: str,
                   batch_size: int, decisions: pa.Table | None = None) -> ShardEntry:
-    """Stream one shard through a stage, commit output then rejects, then the ledger entry."""
+    """Stream one shard through a stage; commit its rejects, then its output, then the ledger entry."""
     started = time.time()
     out_loc = stage_dir.join(f"{shard.name}.parquet")
     rej_loc = stage_dir.join("rejects", f"{shard.name}.parquet")
