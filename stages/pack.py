@@ -127,16 +127,12 @@ class Pack(GlobalStage):
         self.tokens_dir = tokens_dir
 
     def plan(self, shards, options) -> tuple[dict[str, list], dict]:
-        from winnow.stages.runtime import StageFailedError
+        from winnow.stages.runtime import get_phase
 
         groups = [shards[r::self.config.ranks] for r in range(self.config.ranks)]
         task = ray.remote(_pack_rank).options(max_retries=options.max_retries)
         refs = [task.remote(r, self, group, options.batch_size) for r, group in enumerate(groups)]
-        try:
-            summaries = ray.get(refs)
-        except Exception as err:  # noqa: BLE001 - re-raised naming the phase
-            cause = getattr(err, "cause", None) or err
-            raise StageFailedError(f"stage 'pack' failed while packing: {type(cause).__name__}: {cause}") from err
+        summaries = get_phase(self.name, "packing", refs)
         total: dict = {"strategy": self.config.strategy, "seq_len": self.config.seq_len, "ranks": self.config.ranks,
                        "buckets": {}}
         for s in summaries:

@@ -271,12 +271,17 @@ def exchange(name: str, phase: str, fn: Callable, inputs: list[list], outputs: i
     partitions = len(inputs[0]) if inputs else 0
     task = ray.remote(fn).options(num_returns=outputs + 1, max_retries=options.max_retries)
     refs = [task.remote(p, *args, *[producer[p] for producer in inputs]) for p in range(partitions)]
+    figures = get_phase(name, phase, [r[-1] for r in refs])
+    return [r[:-1] for r in refs], figures
+
+
+def get_phase(name: str, phase: str, refs: list) -> list:
+    """`ray.get` of a phase's results; a failure becomes a StageFailedError naming stage and phase."""
     try:
-        figures = ray.get([r[-1] for r in refs])
+        return ray.get(refs)
     except Exception as err:  # noqa: BLE001 - re-raised with the phase named
         cause = getattr(err, "cause", None) or err
         raise StageFailedError(f"stage {name!r} failed in its {phase} phase: {type(cause).__name__}: {cause}") from err
-    return [r[:-1] for r in refs], figures
 
 
 def split_by(table: pa.Table, column: str, parts: int, key: Callable | None = None) -> list[pa.Table]:
