@@ -245,6 +245,9 @@ class ColorFilterConfig(StrictModel):
     prior: str = Field(description="causal LM directory (Hugging Face format)")
     conditional: str = Field(description="the prior fine-tuned on target text")
     tau: float = Field(4.0, gt=1.0, description="keep the highest-scoring 1/tau of the pool")
+    selection: Literal["global", "block"] = Field(
+        "global", description="global: one corpus-wide cut-off; block: the top 1/tau of every block of documents")
+    block_size: int = Field(256, ge=2, description="documents per block (tau * n) when selection is 'block'")
     context: int | None = Field(None, ge=8, description="tokens per window (default: the model's context)")
     stride: int | None = Field(None, ge=1)
     device: Literal["auto", "cpu", "cuda"] = "auto"

@@ -1,10 +1,13 @@
 """CoLoR-Filter (Brandfonbrener et al. 2024): `color_score` = mean NLL per token under the prior LM
 minus under the conditional LM (the prior fine-tuned on target text). Documents the target data
 made more likely score high; the top 1/tau of the pool is kept, the cut-off found over the whole
-corpus (a histogram per shard, as for quality's top share)."""
+corpus (a histogram per shard, as for quality's top share). With `selection: block`, each shard is
+cut into blocks of `block_size` documents (tau * n, in row order) and the top 1/tau of every block
+is kept, as in the paper's batch-wise selection of n from tau * n."""
 
 from __future__ import annotations
 
+import math
 from functools import lru_cache
 
 import numpy as np
@@ -40,9 +43,30 @@ class ColorFilter(ScoreStage):
             out["conditional_nll"].append(c)
         return {k: np.concatenate(v).astype(np.float32) if v else np.zeros(0, np.float32) for k, v in out.items()}
 
+    def shard_keep(self, scores: pa.Table) -> np.ndarray | None:
+        if self.config.selection != "block":
+            return None
+        return block_top(scores.column("color_score").to_numpy(), self.config.block_size, self.config.tau)
+
+    def decide_fixed(self, table: pa.Table, keep: np.ndarray) -> tuple[list[str], list[str]]:
+        details = [f"color_score {s:.4f} not in the top 1/{self.config.tau:g} of its block of {self.config.block_size}"
+                   for s in table.column("color_score").to_numpy()[~keep]]
+        return ["below_top_share"] * len(details), details
+
     def decide(self, table: pa.Table) -> tuple[np.ndarray, list[str], list[str]]:
         scores = table.column("color_score").to_numpy()
         keep = scores >= self.cutoff
         details = [f"color_score {s:.4f} < cut-off {self.cutoff:.4f} (top 1/{self.config.tau:g})"
                    for s in scores[~keep]]
         return keep, ["below_top_share"] * len(details), details
+
+
+def block_top(scores: np.ndarray, block_size: int, tau: float) -> np.ndarray:
+    """Keep mask: in each consecutive block of `block_size` scores, the ceil(len / tau) highest
+    (ties go to the earlier row, so the choice is deterministic)."""
+    keep = np.zeros(len(scores), dtype=bool)
+    for start in range(0, len(scores), block_size):
+        block = scores[start:start + block_size]
+        n = math.ceil(len(block) / tau)
+        keep[start + np.argsort(-block, kind="stable")[:n]] = True
+    return keep

@@ -24,7 +24,7 @@ HISTOGRAM_BINS = 1 << 16
 
 
 class ScoreStage(GlobalStage):
-    """Subclasses set `score_columns(texts) -> {column: scores}` and `decide(table, scores)`."""
+    """Subclasses set `score_columns(scorer, texts) -> {column: scores}` and `decide(table)`."""
 
     def __init__(self, config):
         super().__init__(config)
@@ -52,14 +52,26 @@ class ScoreStage(GlobalStage):
         """(keep mask, reasons, details of the dropped rows) for a table carrying its score columns."""
         raise NotImplementedError
 
-    def apply(self, table: pa.Table, scores: dict[str, np.ndarray] | None = None) -> StageResult:
-        """Score (unless given scores) and filter one table of documents."""
+    def shard_keep(self, scores: pa.Table) -> np.ndarray | None:
+        """A keep mask fixed for a whole shard from its scores (e.g. per-block selection); None: `decide` per batch."""
+        return None
+
+    def decide_fixed(self, table: pa.Table, keep: np.ndarray) -> tuple[list[str], list[str]]:
+        """(reasons, details) of the rows a `shard_keep` mask drops."""
+        raise NotImplementedError
+
+    def apply(self, table: pa.Table, scores: dict[str, np.ndarray] | None = None,
+              keep: np.ndarray | None = None) -> StageResult:
+        """Score (unless given scores) and filter one table of documents (by `keep` when given)."""
         scores = scores if scores is not None else self.score(table.column("text").to_pylist())
         for column, values in scores.items():
             table = table.append_column(column, pa.array(values, pa.float32()))
         if self.config.mode == "annotate":
             return StageResult.of(self.name, table.num_rows, table, table.slice(0, 0), [])
-        keep, reasons, details = self.decide(table)
+        if keep is None:
+            keep, reasons, details = self.decide(table)
+        else:
+            reasons, details = self.decide_fixed(table, keep)
         return StageResult.of(self.name, table.num_rows, table.filter(pa.array(keep)),
                               table.filter(pa.array(~keep)), reasons, details)
 
@@ -67,14 +79,17 @@ class ScoreStage(GlobalStage):
     def process_shard(self, source, batch_size: int, decisions: pa.Table | None = None,
                       **context) -> Iterator[StageResult]:
         offset = 0
+        shard_keep = self.shard_keep(decisions) if decisions is not None else None
         for batch in iter_parquet_batches(source, batch_size):
             table = pa.Table.from_batches([batch])
-            scores = None
+            scores = keep = None
             if decisions is not None:  # scored in the global pass: take this batch's rows
                 part = decisions.slice(offset, table.num_rows)
                 scores = {c: part.column(c).to_numpy() for c in part.schema.names}
+                if shard_keep is not None:
+                    keep = shard_keep[offset: offset + table.num_rows]
             offset += table.num_rows
-            yield self.apply(table, scores)
+            yield self.apply(table, scores, keep)
 
     def plan(self, shards, options) -> tuple[dict[str, list], dict]:
         from winnow.stages.runtime import map_shards, task_resources

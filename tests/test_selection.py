@@ -4,6 +4,7 @@ import gzip
 import json
 import random
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -61,6 +62,33 @@ def test_color_filter_selects_target_like_passages_above_base_rate(tmp_path):
     assert 0.25 <= kept.num_rows / len(pool) < 0.27
     assert selected_rate >= 2 * base_rate
     assert {"color_score", "prior_nll", "conditional_nll"} <= set(kept.schema.names)
+
+    # Per-block selection (n from tau * n): every block of 50 rows of a shard keeps its top 13.
+    block_cfg = cfg.model_copy(update={"selection": "block", "block_size": 50})
+    run_stage(ColorFilter(block_cfg), shards, resolve(str(tmp_path / "block")), "h2",
+              RuntimeOptions(run_id="t2", progress=False))
+    for shard in shards:
+        out = pq.read_table(tmp_path / "block" / f"{shard.name}.parquet")
+        ids = pq.read_table(shard.source.uri, columns=["id"]).column("id").to_pylist()
+        scored = {**dict(zip(out.column("id").to_pylist(), out.column("color_score").to_pylist())),
+                  **dict(zip(*[pq.read_table(tmp_path / "block" / "rejects").column(c).to_pylist()
+                               for c in ("id", "color_score")]))}
+        kept_ids = set(out.column("id").to_pylist())
+        for start in range(0, len(ids), 50):
+            block = ids[start:start + 50]
+            top = sorted(block, key=lambda i: -scored[i])[: -(-len(block) // 4)]
+            assert {i for i in block if i in kept_ids} == set(top)
+
+
+def test_block_top_keeps_the_best_of_every_block_with_ties_to_the_earlier_row():
+    from winnow.stages.color_filter import block_top
+
+    scores = np.array([0.1, 0.9, 0.5, 0.5, 0.2, 0.7, 0.3, 0.3, 0.3, 1.0])
+    # blocks of 4 at tau 2: [0.1 0.9 0.5 0.5] -> 0.9 and the first 0.5; [0.2 0.7 0.3 0.3] -> 0.7 and
+    # the first 0.3; the last block [0.3 1.0] keeps ceil(2 / 2) = 1: the 1.0.
+    assert block_top(scores, 4, 2).tolist() == [False, True, True, False, False, True, True, False, False, True]
+    assert block_top(scores, 10, 10).tolist() == [False] * 9 + [True]
+    assert block_top(np.zeros(0), 4, 2).tolist() == []
 
 
 @pytest.mark.usefixtures("ray_local")
