@@ -38,9 +38,24 @@ def _run(args: argparse.Namespace) -> int:
     from winnow.schemas.config import load_config
 
     config = load_config(args.config, {"output": args.out})
-    summary = curate(config, ray_address=args.ray_address, restart=args.restart)
-    _print_summary(summary)
+    summary = curate(config, ray_address=args.ray_address, restart=args.restart, dry_run=args.dry_run)
+    if summary["stages"]:
+        _print_summary(summary)
+    if args.dry_run:
+        _print_dry_run(summary.get("dry_run"))
     return 0
+
+
+def _print_dry_run(plan: dict | None) -> None:
+    if plan is None:
+        console.print("dry run: the config has no rephrase stage; every stage ran")
+        return
+    styles = ", ".join(f"{s} {n:,}" for s, n in plan["prompts_by_style"].items())
+    console.print(f"dry run (nothing generated): rephrase would rephrase {plan['rephrased_documents']:,} of "
+                  f"{plan['documents']:,} documents into {plan['synthetic_rows']:,} synthetic rows\n"
+                  f"  prompts: {plan['prompts']:,} ({styles})\n"
+                  f"  prompt tokens: {plan['prompt_tokens']:,}; new tokens at most {plan['max_new_tokens']:,} "
+                  f"(max_new_tokens per prompt)")
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -166,6 +181,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--resume", action="store_true", default=True,
                      help="skip shards already committed under the same config (the default)")
     run.add_argument("--restart", action="store_true", help="discard earlier outputs of the stages and start over")
+    run.add_argument("--dry-run", action="store_true",
+                     help="run the stages before `rephrase`, then print its prompt counts and token estimates "
+                          "instead of generating")
     run.set_defaults(func=_run)
 
     demo = sub.add_parser("demo", help="generate a small corpus and run the whole chain on it")

@@ -72,8 +72,12 @@ def stage_task(stage_name: str, stage, shards: list[Shard], stage_dir: Location,
 
 @flow(name="curate", validate_parameters=False, log_prints=True)
 def curate(config: RunConfig | dict | str, ray_address: str | None = None, out: str | None = None,
-           restart: bool = False) -> dict[str, Any]:
-    """Run the configured stages in order; returns {stage: counts} plus where outputs are."""
+           restart: bool = False, dry_run: bool = False) -> dict[str, Any]:
+    """Run the configured stages in order; returns {stage: counts} plus where outputs are.
+
+    `dry_run`: run the stages before the first `rephrase` (cheap, and their committed shards serve
+    the real run later), then report what rephrasing would ask of its backend instead of generating.
+    """
     if isinstance(config, str | Path):
         config = load_config(config)
     elif isinstance(config, dict):
@@ -95,6 +99,11 @@ def curate(config: RunConfig | dict | str, ray_address: str | None = None, out: 
     summary: dict[str, Any] = {"output": output.uri, "stages": {}}
     with ray_session(ray_address or config.runtime.ray_address, config.runtime.num_cpus):
         for stage_cfg in config.stages:
+            if dry_run and stage_cfg.name == "rephrase":
+                from winnow.stages.rephrase import dry_run as rephrase_plan
+
+                summary["dry_run"] = rephrase_plan(stage_cfg, shards, config.runtime.batch_size)
+                return summary
             stage = build_stage(stage_cfg, config, input_root.uri)
             stage_dir = output.join(stage_cfg.name)
             counts = stage_task(stage_cfg.name, stage, shards, stage_dir, hashes[stage_cfg.name], options)

@@ -317,9 +317,67 @@ class PackConfig(StrictModel):
         return self
 
 
+class OpenAIConfig(StrictModel):
+    """An OpenAI-compatible server (vLLM, TGI, llama.cpp, a hosted API)."""
+
+    base_url: str = Field("http://127.0.0.1:8000/v1", description="up to and including /v1")
+    api_key_env: str = Field("OPENAI_API_KEY", description="environment variable holding the API key (may be unset)")
+    concurrency: int = Field(8, ge=1, le=1024, description="requests in flight per worker")
+    timeout_s: float = Field(120.0, gt=0, description="per request")
+    max_retries: int = Field(4, ge=0, le=20, description="retries on 429, 5xx, timeouts and connection errors")
+    backoff_s: float = Field(1.0, ge=0, description="first retry delay; doubles each retry (Retry-After wins)")
+
+
+class RephraseConfig(StrictModel):
+    """WRAP-style rephrasing (Maini et al. 2024): synthetic rows in the chosen styles, linked by `rephrase_of`."""
+
+    name: Literal["rephrase"]
+    backend: Literal["transformers", "openai", "vllm"]
+    model: str = Field(description="HF model directory (transformers, vllm) or the served model's name (openai)")
+    styles: list[Literal["easy", "wiki", "hard", "qa"]] = Field(["wiki", "qa"], min_length=1)
+    instructions: dict[str, str] = Field({}, description="style -> instruction replacing WRAP's")
+    template: str | None = Field(None, description="completion prompt with {system}, {instruction} and {text}; "
+                                                   "default WRAP's 'SYSTEM USER: instruction text ASSISTANT:'")
+    system_prompt: str | None = Field(None, description="default: WRAP's (Vicuna-style) system prompt")
+    chat: bool = Field(False, description="send chat messages (system, user) instead of one completion prompt")
+    chat_template: str | None = Field(None, description="Jinja chat template (transformers, vllm); default: the "
+                                                        "tokenizer's")
+    tokenizer: str | None = Field(None, description="tokenizer for chunking (default: the model's; openai: a word "
+                                                    "estimate unless set)")
+    chunk_tokens: int = Field(300, ge=8, description="chunks end at sentence boundaries, at most this many tokens")
+    mix: float = Field(1.0, ge=0, description="synthetic rows per real document (1.0: WRAP's 1:1); styles are dealt "
+                                              "to documents by a seeded hash")
+    keep_original: bool = Field(True, description="pass the real rows through (else they go to rejects)")
+    max_documents_per_shard: int | None = Field(None, ge=0, description="rephrase at most this many documents per "
+                                                                         "shard (the rest pass through)")
+    max_new_tokens: int = Field(512, ge=1)
+    temperature: float = Field(0.7, ge=0, description="0: greedy")
+    top_p: Fraction = 0.95
+    seed: int = 0
+    max_output_ratio: float = Field(3.0, gt=0, description="an output over this many times its chunk's characters "
+                                                           "is rejected (runaway generation)")
+    batch_size: int = Field(16, ge=1, description="transformers: prompts per generate call")
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    num_gpus: float = Field(0, ge=0, description="GPUs each shard task asks Ray for")
+    openai: OpenAIConfig = OpenAIConfig()
+
+    @model_validator(mode="after")
+    def _check(self) -> "RephraseConfig":
+        unknown = sorted(set(self.instructions) - {"easy", "wiki", "hard", "qa"})
+        if unknown:
+            raise ValueError(f"instructions for unknown style(s) {unknown}; styles are easy, wiki, hard, qa")
+        if len(set(self.styles)) != len(self.styles):
+            raise ValueError(f"styles listed more than once: {self.styles}")
+        if self.mix > len(self.styles):
+            raise ValueError(f"mix {self.mix} asks for more synthetic rows per document than styles ({len(self.styles)})")
+        if self.template is not None and "{text}" not in self.template:
+            raise ValueError("template must contain {text}")
+        return self
+
+
 StageConfig = Annotated[
     Union[IngestConfig, HeuristicsConfig, ExactDedupConfig, DedupConfig, QualityConfig, ToxicityConfig,
-          LangIdConfig, TokenizeConfig, PackConfig, PreselectConfig, ColorFilterConfig],
+          LangIdConfig, TokenizeConfig, PackConfig, PreselectConfig, ColorFilterConfig, RephraseConfig],
     Field(discriminator="name"),
 ]
 

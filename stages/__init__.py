@@ -16,6 +16,7 @@ def build_stage(stage_config, run_config: RunConfig, input_root: str) -> Stage:
     from winnow.stages.langid import LangId
     from winnow.stages.preselect import Preselect
     from winnow.stages.quality import Quality
+    from winnow.stages.rephrase import Rephrase
     from winnow.stages.tokenize import Tokenize
     from winnow.stages.toxicity import Toxicity
 
@@ -28,7 +29,7 @@ def build_stage(stage_config, run_config: RunConfig, input_root: str) -> Stage:
         return Pack(stage_config, resolve(run_config.output, run_config.storage.s3).join("tokens"))
     return {"heuristics": Heuristics, "exact_dedup": ExactDedup, "dedup": Dedup, "quality": Quality,
             "toxicity": Toxicity, "langid": LangId, "tokenize": Tokenize, "preselect": Preselect,
-            "color_filter": ColorFilter}[stage_config.name](stage_config)
+            "color_filter": ColorFilter, "rephrase": Rephrase}[stage_config.name](stage_config)
 
 
 __all__ = ["DocumentStage", "GlobalStage", "Stage", "StageResult", "build_stage"]

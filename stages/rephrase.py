@@ -1,0 +1,241 @@
+"""Rephrase: WRAP-style synthetic data (Maini et al. 2024, "Rephrasing the Web").
+
+Each selected document is cut at sentence boundaries into chunks of at most `chunk_tokens`, every
+chunk is rephrased in each of the document's styles (easy, wiki, hard, qa: WRAP's instructions
+by default), and the outputs are re-joined per document and style into one synthetic row with a
+new stable id `<id>~<style>`, `rephrase_of` and `rephrase_style`, and the backend and model in
+`meta`. `mix` sets synthetic rows per real document; which documents get which styles is a
+seeded hash of the id, so a re-run makes the same choices.
+
+A synthetic row whose chunk failed (timeout, HTTP error, empty output, a refusal, or an output far
+longer than its input) goes to the rejects with the reason and the chunk; synthetic rows count as
+`rows_added`, so rows_in + rows_added = rows_out + rows_rejected holds for every shard. Shards are
+committed one by one, so a resumed run generates only for shards not yet committed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Callable, Iterator
+
+import pyarrow as pa
+
+from winnow.schemas.config import RephraseConfig
+from winnow.schemas.documents import validate_documents
+from winnow.stages.base import DocumentStage, StageResult
+from winnow.storage.shards import iter_parquet_batches
+
+WRAP_SYSTEM = ("A chat between a curious user and an artificial intelligence assistant. "
+               "The assistant gives helpful, detailed, and polite answers to the questions.")
+WRAP_TEMPLATE = "{system} USER: {instruction} {text} ASSISTANT:"
+WRAP_INSTRUCTIONS = {
+    "easy": "For the following paragraph give me a paraphrase of the same using a very small vocabulary and "
+            "extremely simple sentences that a toddler will understand:",
+    "wiki": "For the following paragraph give me a diverse paraphrase of the same in high quality English language "
+            "as in sentences on Wikipedia:",
+    "hard": "For the following paragraph give me a paraphrase of the same using very terse and abstruse language "
+            "that only an erudite scholar will understand. Replace simple words and phrases with rare and complex "
+            "ones:",
+    "qa": "Convert the following paragraph into a conversational format with multiple tags of \"Question:\" "
+          "followed by \"Answer:\":",
+}
+REFUSAL = re.compile(r"^\W*(I'?m sorry|I am sorry|sorry,|I apologi[sz]e|I can ?not|I can'?t|I'?m unable|I am unable|"
+                     r"I won'?t|As an AI)", re.IGNORECASE)
+SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
+SYNTHETIC_COLUMNS = [pa.field("rephrase_of", pa.string()), pa.field("rephrase_style", pa.string())]
+
+
+def render_prompt(config: RephraseConfig, style: str, text: str) -> str | list[dict]:
+    """The prompt for one chunk in one style: a completion string, or chat messages when `chat`."""
+    instruction = config.instructions.get(style, WRAP_INSTRUCTIONS[style])
+    system = config.system_prompt if config.system_prompt is not None else WRAP_SYSTEM
+    if config.chat:
+        return [{"role": "system", "content": system}, {"role": "user", "content": f"{instruction}\n\n{text}"}]
+    template = config.template or WRAP_TEMPLATE
+    # Placeholders are replaced one by one (not str.format) so braces in a document stay as they are.
+    return template.replace("{system}", system).replace("{instruction}", instruction).replace("{text}", text)
+
+
+def chunk_text(text: str, max_tokens: int, count: Callable[[list[str]], list[int]]) -> list[str]:
+    """Chunks of at most ~max_tokens that end at sentence (or line) boundaries; a sentence longer
+    than the limit on its own is cut between words. Token counts are summed per sentence."""
+    sentences = [s for line in text.splitlines() for s in SENTENCE_END.split(line.strip()) if s]
+    chunks, current, used = [], [], 0
+    for sentence, n in zip(sentences, count(sentences), strict=True):
+        pieces = [(sentence, n)] if n <= max_tokens else _cut_words(sentence, max_tokens, count)
+        for piece, k in pieces:
+            if current and used + k > max_tokens:
+                chunks.append(" ".join(current))
+                current, used = [], 0
+            current.append(piece)
+            used += k
+    if current:
+        chunks.append(" ".join(current))
+    return chunks
+
+
+def _cut_words(sentence: str, max_tokens: int, count) -> list[tuple[str, int]]:
+    words = sentence.split()
+    pieces, current, used = [], [], 0
+    for word, k in zip(words, count([" " + w for w in words]), strict=True):
+        if current and used + k > max_tokens:
+            pieces.append((" ".join(current), used))
+            current, used = [], 0
+        current.append(word)
+        used += k
+    if current:
+        pieces.append((" ".join(current), used))
+    return pieces
+
+
+def styles_for(config: RephraseConfig, doc_id: str) -> list[str]:
+    """The styles one document is rephrased in: `mix` per document on average, dealt by a seeded hash."""
+    def unit(*parts) -> float:
+        digest = hashlib.blake2b("\x1f".join(map(str, (config.seed, *parts))).encode(), digest_size=8).digest()
+        return int.from_bytes(digest, "big") / 2 ** 64
+
+    whole = int(config.mix)
+    n = whole + (unit(doc_id, "mix") < config.mix - whole)
+    return sorted(config.styles, key=lambda style: unit(doc_id, style))[:n]
+
+
+def check_output(chunk: str, generation, max_ratio: float) -> tuple[str, str] | None:
+    """(reason, detail) when a chunk's generation is unusable, else None."""
+    if generation.error is not None:
+        return f"rephrase_{generation.error}", generation.detail or generation.error
+    text = (generation.text or "").strip()
+    if not text:
+        return "rephrase_empty", "the model returned no text"
+    if REFUSAL.match(text[:100]):
+        return "rephrase_refusal", f"output starts as a refusal: {text[:80]!r}"
+    if len(text) > max_ratio * max(len(chunk), 100):
+        return "rephrase_too_long", f"{len(text)} characters for a {len(chunk)}-character chunk (> {max_ratio:g}x)"
+    return None
+
+
+class Rephrase(DocumentStage):
+    name = "rephrase"
+
+    def resources(self) -> dict:
+        gpus = self.config.num_gpus if self.config.backend != "openai" else 0
+        return {"num_cpus": 1, "num_gpus": gpus} if gpus else {"num_cpus": 1}
+
+    def process_shard(self, source, batch_size: int, **context) -> Iterator[StageResult]:
+        budget = self.config.max_documents_per_shard  # documents left to rephrase in this shard
+        for batch in iter_parquet_batches(source, batch_size):
+            table = pa.Table.from_batches([batch])
+            validate_documents(table, where=f"{self.name} input {source.uri}")
+            jobs = self.plan(table, budget)
+            if budget is not None:
+                budget -= len({row for row, _, _ in jobs})
+            yield self.apply(table, jobs)
+
+    def plan(self, table: pa.Table, budget: int | None = None) -> list[tuple[int, str, list[str]]]:
+        """(row, style, chunks) for every synthetic row this table asks for, from at most `budget` documents."""
+        from winnow.scorers.generate import load_token_counter
+
+        count = load_token_counter(self.config)
+        jobs, documents = [], 0
+        for row, (doc_id, text) in enumerate(zip(table.column("id").to_pylist(), table.column("text").to_pylist(),
+                                                 strict=True)):
+            if budget is not None and documents >= budget:
+                break
+            styles = styles_for(self.config, doc_id)
+            chunks = chunk_text(text, self.config.chunk_tokens, count) if styles else []
+            if chunks:
+                documents += 1
+                jobs += [(row, style, chunks) for style in styles]
+        return jobs
+
+    def apply(self, table: pa.Table, jobs: list[tuple[int, str, list[str]]] | None = None) -> StageResult:
+        """Rephrase one table of documents (`jobs` from `plan`; planned here when not given)."""
+        from winnow.scorers.generate import SamplingParams, load_backend
+
+        cfg = self.config
+        jobs = self.plan(table) if jobs is None else jobs
+        backend = load_backend(cfg)
+        prompts = [render_prompt(cfg, style, chunk) for _, style, chunks in jobs for chunk in chunks]
+        params = SamplingParams(cfg.max_new_tokens, cfg.temperature, cfg.top_p, cfg.seed)
+        generations = iter(backend.generate(prompts, params) if prompts else [])
+
+        originals = table.append_column(SYNTHETIC_COLUMNS[0], pa.nulls(table.num_rows, pa.string()))
+        originals = originals.append_column(SYNTHETIC_COLUMNS[1], pa.nulls(table.num_rows, pa.string()))
+        ok, failed, reasons, details = [], [], [], []
+        for row, style, chunks in jobs:
+            outputs, problem = [], None
+            for k, chunk in enumerate(chunks):
+                generation = next(generations)
+                issue = check_output(chunk, generation, cfg.max_output_ratio)
+                if issue and problem is None:
+                    problem = (issue[0], f"style {style}, chunk {k + 1}/{len(chunks)}: {issue[1]}")
+                outputs.append((generation.text or "").strip())
+            synthetic = self._synthetic_row(originals, row, style, outputs, backend)
+            if problem is None:
+                ok.append(synthetic)
+            else:
+                failed.append(synthetic)
+                reasons.append(problem[0])
+                details.append(problem[1])
+        if cfg.keep_original:
+            kept_originals, dropped = originals, originals.slice(0, 0)
+        else:
+            kept_originals, dropped = originals.slice(0, 0), originals
+            reasons += ["original_not_kept"] * originals.num_rows
+            details += [None] * originals.num_rows
+        kept = pa.concat_tables([kept_originals, *ok])
+        rejected = pa.concat_tables([*failed, dropped])
+        return StageResult.of(self.name, table.num_rows, kept, rejected, reasons, details, rows_added=len(jobs))
+
+    def _synthetic_row(self, originals: pa.Table, row: int, style: str, outputs: list[str], backend) -> pa.Table:
+        source = originals.slice(row, 1)
+        doc_id = source.column("id")[0].as_py()
+        meta = _meta(source.column("meta")[0].as_py())
+        meta["rephrase"] = {"backend": backend.name, "model": backend.model_name, "style": style,
+                            "chunks": len(outputs)}
+        values = {"id": f"{doc_id}~{style}", "text": "\n\n".join(outputs), "meta": json.dumps(meta),
+                  "rephrase_of": doc_id, "rephrase_style": style}
+        for name, value in values.items():
+            i = source.schema.get_field_index(name)
+            source = source.set_column(i, source.schema.field(name), pa.array([value], source.schema.field(name).type))
+        return source
+
+
+def _meta(value: str | None) -> dict:
+    """The original row's meta as a dict (a non-object or unparseable meta is kept under 'original')."""
+    if not value:
+        return {}
+    try:
+        parsed = json.loads(value)
+    except ValueError:
+        return {"original": value}
+    return parsed if isinstance(parsed, dict) else {"original": parsed}
+
+
+def dry_run(config: RephraseConfig, shards, batch_size: int = 2048) -> dict:
+    """What a rephrase stage would ask of its backend, without generating: documents, synthetic rows
+    and prompts per style, prompt tokens (counted with the chunking tokenizer) and the new-token cap."""
+    from winnow.scorers.generate import load_token_counter
+
+    stage, count = Rephrase(config), load_token_counter(config)
+    totals = {"documents": 0, "rephrased_documents": 0, "synthetic_rows": 0, "prompts": 0, "prompt_tokens": 0,
+              "prompts_by_style": {s: 0 for s in config.styles}}
+    for shard in shards:
+        budget = config.max_documents_per_shard
+        for batch in iter_parquet_batches(shard.source, batch_size, columns=["id", "text"]):
+            jobs = stage.plan(pa.Table.from_batches([batch]), budget)
+            rows = {row for row, _, _ in jobs}
+            if budget is not None:
+                budget -= len(rows)
+            prompts = [render_prompt(config, style, c) for _, style, chunks in jobs for c in chunks]
+            rendered = [p if isinstance(p, str) else "\n".join(m["content"] for m in p) for p in prompts]
+            totals["documents"] += batch.num_rows
+            totals["rephrased_documents"] += len(rows)
+            totals["synthetic_rows"] += len(jobs)
+            totals["prompts"] += len(prompts)
+            totals["prompt_tokens"] += sum(count(rendered)) if rendered else 0
+            for _, style, chunks in jobs:
+                totals["prompts_by_style"][style] += len(chunks)
+    totals["max_new_tokens"] = totals["prompts"] * config.max_new_tokens
+    return totals
