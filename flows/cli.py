@@ -25,8 +25,8 @@ def _print_summary(summary: dict) -> None:
         table.add_column(col, justify=justify)
     for name, c in summary["stages"].items():
         reasons = ", ".join(f"{r} {n}" for r, n in sorted(c["rejected_by_reason"].items(), key=lambda kv: -kv[1]))
-        added = f" (+{c['rows_added']:,} parts)" if c.get("rows_added") else ""
-        table.add_row(name, f"{c['rows_in']:,}", f"{c['rows_out']:,}{added}", f"{c['rows_rejected']:,}", reasons or "-",
+        added = f" + {c['rows_added']:,} made" if c.get("rows_added") else ""  # split parts, synthetic rows
+        table.add_row(name, f"{c['rows_in']:,}{added}", f"{c['rows_out']:,}", f"{c['rows_rejected']:,}", reasons or "-",
                       "skipped (complete)" if c["skipped"] else "")
     console.print(table)
     console.print(f"outputs: {summary['output']}/<stage>/part-*.parquet, rejects: {summary['output']}/<stage>/rejects/")
@@ -60,7 +60,7 @@ def _print_dry_run(plan: dict | None) -> None:
 
 def _demo(args: argparse.Namespace) -> int:
     from winnow.flows.curate import curate
-    from winnow.flows.demo import demo_config, demo_tokenizer, write_demo_corpus
+    from winnow.flows.demo import demo_config, demo_generator, demo_tokenizer, write_demo_corpus
     from winnow.stages.langid import default_lid_model
 
     out = Path(args.out).resolve()
@@ -74,8 +74,11 @@ def _demo(args: argparse.Namespace) -> int:
     except FileNotFoundError as err:
         console.print(f"[yellow]skipping langid:[/] {err}")
         langid = False
-    summary = curate(demo_config(str(input_dir), str(out), tokenizer, langid), ray_address=args.ray_address,
-                     restart=True)
+    generator = demo_generator(out / "models" / "generator", tokenizer, seed=args.seed)
+    console.print(f"rephrase generator: a tiny random GPT-2 at {generator} (a stand-in: its synthetic text is noise; "
+                  "point `model:` at a real instruction-tuned model)")
+    summary = curate(demo_config(str(input_dir), str(out), tokenizer, langid, generator),
+                     ray_address=args.ray_address, restart=True)
     _print_summary(summary)
     if "pack" in summary["stages"]:
         extra = summary["stages"]["pack"]["extra"]

@@ -167,12 +167,16 @@ def write_demo_corpus(directory: str | Path, seed: int = 0, docs_per_shard: int 
     return paths
 
 
-def demo_config(input_dir: str, output_dir: str, tokenizer: str | None = None, langid: bool = False) -> dict:
-    """The demo chain; `langid` needs the lid.176 model, tokenize/pack need a tokenizer."""
+def demo_config(input_dir: str, output_dir: str, tokenizer: str | None = None, langid: bool = False,
+                generator: str | None = None) -> dict:
+    """The demo chain; `langid` needs the lid.176 model, tokenize/pack need a tokenizer, rephrase a generator LM."""
     stages = [{"name": "ingest"}]
     if langid:
         stages.append({"name": "langid", "languages": ["en"]})
     stages += [{"name": "heuristics"}, {"name": "exact_dedup"}, {"name": "dedup"}]
+    if generator:  # 5% of the documents get one synthetic rephrasing (wiki or qa style)
+        stages.append({"name": "rephrase", "backend": "transformers", "model": generator, "styles": ["wiki", "qa"],
+                       "mix": 0.05, "max_new_tokens": 48, "device": "cpu"})
     if tokenizer:
         stages += [{"name": "tokenize", "tokenizer": tokenizer},
                    {"name": "pack", "strategy": "bfd", "seq_len": 1024, "ranks": 2}]
@@ -186,3 +190,11 @@ def demo_tokenizer(directory: str | Path, seed: int = 0) -> str:
 
     rng = random.Random(seed + 1)
     return str(train_bpe((article(rng) for _ in range(500)), 2000, directory))
+
+
+def demo_generator(directory: str | Path, tokenizer: str, seed: int = 0) -> str:
+    """A tiny randomly initialised GPT-2 standing in for an instruction-tuned model (nothing can be
+    downloaded here): it exercises the rephrase stage's machinery; its text is noise."""
+    from winnow.scorers.lm import make_tiny_lm
+
+    return str(make_tiny_lm(directory, tokenizer, context=512, hidden=64, layers=2, seed=seed))
