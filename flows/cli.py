@@ -1,8 +1,9 @@
-"""The `winnow` command line: run, demo, validate."""
+"""The `winnow` command line: run, demo, validate, report, deploy, serve, train."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import random
 import sys
@@ -31,6 +32,8 @@ def _print_summary(summary: dict) -> None:
     console.print(table)
     console.print(f"outputs: {summary['output']}/<stage>/part-*.parquet, rejects: {summary['output']}/<stage>/rejects/")
     console.print(f"manifests: {summary['output']}/<stage>/_manifest.json, run summary: {summary['output']}/_run.json")
+    if summary.get("report"):
+        console.print(f"report: {summary['report']}")
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -38,7 +41,8 @@ def _run(args: argparse.Namespace) -> int:
     from winnow.schemas.config import load_config
 
     config = load_config(args.config, {"output": args.out})
-    summary = curate(config, ray_address=args.ray_address, restart=args.restart, dry_run=args.dry_run)
+    summary = curate(config, ray_address=args.ray_address, restart=args.restart, dry_run=args.dry_run,
+                     break_lock=args.break_lock)
     if summary["stages"]:
         _print_summary(summary)
     if args.dry_run:
@@ -94,6 +98,39 @@ def _validate(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     _, shards = list_input_shards(config)
     console.print(f"config OK: {len(config.stages)} stages, {len(shards)} input shards, output {config.output}")
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from winnow.flows.report import write_report
+    from winnow.storage.fs import resolve
+
+    out = resolve(args.output)
+    if not out.exists():
+        raise FileNotFoundError(f"no run output at {args.output}")
+    console.print(f"report: {write_report(out).uri}")
+    return 0
+
+
+def _deploy(args: argparse.Namespace) -> int:
+    from winnow.flows.deploy import deploy
+
+    parameters = {"out": args.out, "overrides": json.loads(args.overrides) if args.overrides else None}
+    result = deploy(args.config, args.name, args.cron, parameters, work_pool=args.pool, timezone=args.timezone)
+    console.print(f"deployment {result['name']!r} ({result['id']}) on {result['api']}: cron {args.cron!r} "
+                  f"({args.timezone})")
+    if args.pool:
+        console.print(f"runs go to work pool {args.pool!r}: start a worker with `prefect worker start --pool {args.pool}`")
+    else:
+        console.print("runs are executed by `winnow serve` (keep it running); trigger one now with "
+                      f"`prefect deployment run 'curate/{result['name']}'`")
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from winnow.flows.deploy import serve
+
+    serve(args.names or None)
     return 0
 
 
@@ -184,6 +221,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--resume", action="store_true", default=True,
                      help="skip shards already committed under the same config (the default)")
     run.add_argument("--restart", action="store_true", help="discard earlier outputs of the stages and start over")
+    run.add_argument("--break-lock", action="store_true",
+                     help="remove the output's lock left by a run that died, then run")
     run.add_argument("--dry-run", action="store_true",
                      help="run the stages before `rephrase`, then print its prompt counts and token estimates "
                           "instead of generating")
@@ -228,6 +267,25 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--seed", type=int, default=0)
     train.set_defaults(func=_train)
 
+    report = sub.add_parser("report", help="write OUT/report.html for a run's output (also done by every run)")
+    report.add_argument("output", help="the run's output directory or s3:// URI")
+    report.set_defaults(func=_report)
+
+    deploy = sub.add_parser("deploy", help="create a scheduled Prefect deployment of a config")
+    deploy.add_argument("config", help="run config (YAML); its content is stored in the deployment")
+    deploy.add_argument("--cron", required=True, help='schedule, e.g. "0 3 * * *"')
+    deploy.add_argument("--timezone", default="UTC")
+    deploy.add_argument("--name", help="deployment name (default: the config file's stem)")
+    deploy.add_argument("--out", help="default output for its runs (overrides the config's)")
+    deploy.add_argument("--overrides", help='default per-run overrides as JSON, e.g. \'{"stages": {"quality": '
+                                            '{"threshold": 0.7}}}\'')
+    deploy.add_argument("--pool", help="a Prefect work pool to run on (default: served by `winnow serve`)")
+    deploy.set_defaults(func=_deploy)
+
+    serve = sub.add_parser("serve", help="run the scheduled (and triggered) runs of winnow deployments")
+    serve.add_argument("names", nargs="*", help="deployments to serve (default: every deployment of `curate`)")
+    serve.set_defaults(func=_serve)
+
     validate = sub.add_parser("validate", help="check a config and list its input without running anything")
     validate.add_argument("config")
     validate.set_defaults(func=_validate)
@@ -238,11 +296,12 @@ def main(argv: list[str] | None = None) -> int:
     from winnow.flows.curate import InputError
     from winnow.schemas.config import ConfigError
     from winnow.stages.runtime import StageFailedError
+    from winnow.storage.lock import OutputLockedError
 
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ConfigError, InputError, StageFailedError, FileNotFoundError, ValueError) as err:
+    except (ConfigError, InputError, StageFailedError, OutputLockedError, FileNotFoundError, ValueError) as err:
         console.print(f"[bold red]error:[/] {err}", highlight=False)
         return 2
 

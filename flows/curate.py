@@ -15,10 +15,12 @@ from typing import Any
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from winnow.schemas.config import RunConfig, load_config, parse_config
+from winnow.flows.report import write_report
+from winnow.schemas.config import RunConfig, apply_overrides, load_config, parse_config
 from winnow.stages import build_stage
 from winnow.stages.runtime import RuntimeOptions, Shard, ray_session, run_stage
 from winnow.storage.fs import Location, resolve
+from winnow.storage.lock import output_lock
 from winnow.storage.shards import detect_format
 
 RUN_SUMMARY = "_run.json"
@@ -72,42 +74,63 @@ def stage_task(stage_name: str, stage, shards: list[Shard], stage_dir: Location,
 
 @flow(name="curate", validate_parameters=False, log_prints=True)
 def curate(config: RunConfig | dict | str, ray_address: str | None = None, out: str | None = None,
-           restart: bool = False, dry_run: bool = False) -> dict[str, Any]:
+           restart: bool = False, dry_run: bool = False, overrides: dict | None = None,
+           break_lock: bool = False) -> dict[str, Any]:
     """Run the configured stages in order; returns {stage: counts} plus where outputs are.
 
-    `dry_run`: run the stages before the first `rephrase` (cheap, and their committed shards serve
-    the real run later), then report what rephrasing would ask of its backend instead of generating.
+    `overrides` change the config for this run (see `apply_overrides`: e.g. {"input": {"uri": ...},
+    "stages": {"quality": {"threshold": 0.7}}}). One run at a time per output: a second run refuses
+    while the first holds `OUT/_lock.json` (`break_lock` removes a dead run's lock). `dry_run`: run the
+    stages before the first `rephrase` (their committed shards serve the real run later), then report
+    what rephrasing would ask of its backend instead of generating. The run ends by writing
+    `OUT/report.html`.
     """
+    config = _resolve_config(config, out, overrides)
+    input_root, shards = list_input_shards(config)
+    output = resolve(config.output, config.storage.s3)
+    run_id = f"{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}"
+    with output_lock(output, run_id, config.storage.s3, break_lock):
+        if restart:
+            for stage_cfg in config.stages:
+                output.join(stage_cfg.name).delete()
+        fingerprint = ";".join(f"{s.source.uri}:{s.source.size()}" for s in shards)
+        hashes = config.stage_hashes(fingerprint)
+        options = RuntimeOptions(
+            run_id=run_id, batch_size=config.runtime.batch_size,
+            max_in_flight=config.runtime.max_in_flight, max_retries=config.runtime.max_retries,
+            shuffle_partitions=config.runtime.shuffle_partitions, progress=config.runtime.progress,
+        )
+        # The config as run, secrets masked by pydantic ("**********"): the report draws its thresholds.
+        summary: dict[str, Any] = {"output": output.uri, "run_id": run_id, "stages": {},
+                                   "config": config.model_dump(mode="json")}
+        with ray_session(ray_address or config.runtime.ray_address, config.runtime.num_cpus):
+            for stage_cfg in config.stages:
+                if dry_run and stage_cfg.name == "rephrase":
+                    from winnow.stages.rephrase import dry_run as rephrase_plan
+
+                    summary["dry_run"] = rephrase_plan(stage_cfg, shards, config.runtime.batch_size)
+                    return summary
+                stage = build_stage(stage_cfg, config, input_root.uri)
+                stage_dir = output.join(stage_cfg.name)
+                counts = stage_task(stage_cfg.name, stage, shards, stage_dir, hashes[stage_cfg.name], options)
+                summary["stages"][stage_cfg.name] = counts
+                shards = [Shard(s.name, stage_dir.join(f"{s.name}.parquet")) for s in shards]
+        output.join(RUN_SUMMARY).write_bytes_atomic(json.dumps(summary, indent=2).encode())
+        try:
+            summary["report"] = write_report(output).uri
+        except Exception as err:  # noqa: BLE001 - the data is written; a report failure must not hide that
+            get_run_logger().warning("could not write the run report: %s", err)
+    return summary
+
+
+def _resolve_config(config: RunConfig | dict | str | Path, out: str | None, overrides: dict | None) -> RunConfig:
     if isinstance(config, str | Path):
         config = load_config(config)
-    elif isinstance(config, dict):
+    if overrides:
+        data = config.model_dump(mode="python") if isinstance(config, RunConfig) else config
+        config = apply_overrides(data, overrides)
+    if not isinstance(config, RunConfig):
         config = parse_config(config)
     if out:
         config = config.model_copy(update={"output": out})
-    input_root, shards = list_input_shards(config)
-    output = resolve(config.output, config.storage.s3)
-    if restart:
-        for stage_cfg in config.stages:
-            output.join(stage_cfg.name).delete()
-    fingerprint = ";".join(f"{s.source.uri}:{s.source.size()}" for s in shards)
-    hashes = config.stage_hashes(fingerprint)
-    options = RuntimeOptions(
-        run_id=f"{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}", batch_size=config.runtime.batch_size,
-        max_in_flight=config.runtime.max_in_flight, max_retries=config.runtime.max_retries,
-        shuffle_partitions=config.runtime.shuffle_partitions, progress=config.runtime.progress,
-    )
-    summary: dict[str, Any] = {"output": output.uri, "stages": {}}
-    with ray_session(ray_address or config.runtime.ray_address, config.runtime.num_cpus):
-        for stage_cfg in config.stages:
-            if dry_run and stage_cfg.name == "rephrase":
-                from winnow.stages.rephrase import dry_run as rephrase_plan
-
-                summary["dry_run"] = rephrase_plan(stage_cfg, shards, config.runtime.batch_size)
-                return summary
-            stage = build_stage(stage_cfg, config, input_root.uri)
-            stage_dir = output.join(stage_cfg.name)
-            counts = stage_task(stage_cfg.name, stage, shards, stage_dir, hashes[stage_cfg.name], options)
-            summary["stages"][stage_cfg.name] = counts
-            shards = [Shard(s.name, stage_dir.join(f"{s.name}.parquet")) for s in shards]
-    output.join(RUN_SUMMARY).write_bytes_atomic(json.dumps(summary, indent=2).encode())
-    return summary
+    return config

@@ -60,6 +60,10 @@ class S3Config(StrictModel):
     access_key_id: SecretStr | None = None
     secret_access_key: SecretStr | None = None
     session_token: SecretStr | None = None
+    max_attempts: int = Field(10, ge=1, le=100, description="attempts per request: throttling (503 SlowDown), 5xx "
+                                                            "and connection errors are retried with backoff")
+    connect_timeout_s: float = Field(10.0, gt=0)
+    request_timeout_s: float = Field(120.0, gt=0)
 
 
 class StorageConfig(StrictModel):
@@ -448,3 +452,24 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Ru
         raise ConfigError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
     data.update({k: v for k, v in (overrides or {}).items() if v is not None})
     return parse_config(data)
+
+
+def apply_overrides(data: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """A copy of a raw config with per-run changes: a top-level mapping (`input`, `runtime`, `storage`)
+    is updated key by key, other top-level keys are replaced, and `stages` maps a stage name to the
+    fields to change in that stage. An override for a stage the config does not have is an error."""
+    data = {**data, "stages": [dict(s) for s in data.get("stages", [])]}
+    for key, value in overrides.items():
+        if key == "stages":
+            if not isinstance(value, dict):
+                raise ConfigError("overrides.stages must map a stage name to the fields to change")
+            names = [s.get("name") for s in data["stages"]]
+            for name, fields in value.items():
+                if name not in names:
+                    raise ConfigError(f"overrides.stages: no stage {name!r} in the config (it has {', '.join(names)})")
+                data["stages"][names.index(name)].update(fields)
+        elif isinstance(value, dict) and isinstance(data.get(key), dict):
+            data[key] = {**data[key], **value}
+        else:
+            data[key] = value
+    return data

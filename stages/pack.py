@@ -16,7 +16,9 @@ per-bucket counts. The stage's own shards pass the documents through unchanged (
 from __future__ import annotations
 
 import json
+import os
 import random
+import tempfile
 
 import numpy as np
 import pyarrow as pa
@@ -27,7 +29,7 @@ from winnow.stages.base import GlobalStage, StageResult
 from winnow.stages.packing import bfd, concat, decompose
 from winnow.storage.fs import Location
 from winnow.storage.megatron import MegatronWriter
-from winnow.storage.shards import ShardWriter, iter_parquet_batches
+from winnow.storage.shards import ShardWriter, iter_parquet_batches, upload_file
 
 ROWS_PER_WRITE = 4096
 
@@ -81,20 +83,31 @@ def _write(loc: Location, sequences, tokens, offsets, width, pad_id, dtype) -> N
     writer.commit()
 
 
+def _write_megatron(prefix: Location, tokens, offsets, dtype, seed: int) -> None:
+    """The documents in a seeded order as `.bin/.idx`; on S3 written locally, then uploaded (.idx last,
+    so a reader that finds the index finds its data)."""
+    order = list(range(len(offsets) - 1))
+    random.Random(seed).shuffle(order)
+    with tempfile.TemporaryDirectory() as tmp:
+        local = prefix.path if prefix.is_local else os.path.join(tmp, "part")
+        writer = MegatronWriter(local, dtype)
+        for d in order:
+            writer.add(tokens[offsets[d]:offsets[d + 1]])
+            writer.end_document()
+        writer.finish()
+        if not prefix.is_local:
+            for suffix in (".bin", ".idx"):
+                upload_file(local + suffix, Location(prefix.fs, prefix.path + suffix, prefix.uri + suffix))
+
+
 def _pack_rank(rank: int, stage: "Pack", shards, batch_size: int) -> dict:
     cfg: PackConfig = stage.config
     ids, tokens, offsets = _load(shards, batch_size)
     lengths = np.diff(offsets).tolist()
     dtype = tokens.dtype
     name = f"rank-{rank:05d}"
-    if cfg.megatron and stage.tokens_dir.is_local:
-        order = list(range(len(ids)))
-        random.Random(cfg.seed + rank).shuffle(order)
-        writer = MegatronWriter(f"{stage.tokens_dir.join('megatron', name).path}", dtype)
-        for d in order:
-            writer.add(tokens[offsets[d]:offsets[d + 1]])
-            writer.end_document()
-        writer.finish()
+    if cfg.megatron:
+        _write_megatron(stage.tokens_dir.join("megatron", name), tokens, offsets, dtype, cfg.seed + rank)
     summary = {"documents": len(ids), "tokens": int(offsets[-1]), "sequences": 0, "slots": 0,
                "documents_split": 0, "tokens_dropped": 0, "buckets": {}}
     if cfg.strategy == "decompose":

@@ -13,6 +13,7 @@ import contextlib
 import json
 import logging
 import os
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -35,6 +36,7 @@ from winnow.storage.manifest import (
 from winnow.storage.shards import ShardWriter
 
 STAGE_CONFIG = "_stage.json"
+SUBPACKAGES = ("schemas", "storage", "stages", "scorers", "gpu", "flows")  # pyproject's package-dir map
 
 
 class StageFailedError(RuntimeError):
@@ -68,13 +70,35 @@ def ray_session(address: str | None = None, num_cpus: int | None = None) -> Iter
         return
     address = address or os.environ.get("RAY_ADDRESS") or "local"
     kwargs = {"include_dashboard": False, "log_to_driver": True}
-    if address == "local":
-        kwargs["num_cpus"] = num_cpus
-    ray.init(address=address, **kwargs)
-    try:
-        yield
-    finally:
-        ray.shutdown()
+    with tempfile.TemporaryDirectory(prefix="winnow-code-") as tmp:
+        if address == "local":
+            kwargs["num_cpus"] = num_cpus
+        else:  # a cluster runs the driver's winnow, whatever its nodes have installed
+            kwargs["runtime_env"] = {"py_modules": [package_snapshot(tmp)]}
+        ray.init(address=address, **kwargs)
+        try:
+            yield
+        finally:
+            ray.shutdown()
+
+
+def package_snapshot(directory: str) -> str:
+    """A copy of the imported `winnow` package (its sub-packages live in separate source folders in
+    a checkout), for Ray's runtime environment to ship to cluster workers."""
+    import importlib
+    import shutil
+
+    import winnow
+
+    root = os.path.join(directory, "winnow")
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+    shutil.copytree(winnow.__path__[0], root, ignore=ignore)
+    for name in SUBPACKAGES:
+        source = importlib.import_module(f"winnow.{name}").__path__[0]
+        target = os.path.join(root, name)
+        if not os.path.exists(target):
+            shutil.copytree(source, target, ignore=ignore)
+    return root
 
 
 def run_stage(stage: Stage, shards: list[Shard], stage_dir: Location, config_hash: str,

@@ -25,6 +25,12 @@ class Location:
     uri: str
 
     def join(self, *parts: str) -> "Location":
+        """A location under this one; a part that would climb out of it ('..', absolute) is an error."""
+        for part in parts:
+            pieces = part.split("/")
+            if not part or part.startswith("/") or "\\" in part or "\0" in part or \
+                    any(p in ("", ".", "..") for p in pieces):
+                raise ValueError(f"refusing a path part that could leave {self.uri}: {part!r}")
         path = "/".join([self.path.rstrip("/"), *parts])
         uri = "/".join([self.uri.rstrip("/"), *parts])
         return Location(self.fs, path, uri)
@@ -88,7 +94,10 @@ class Location:
 
 
 def s3_filesystem(s3: S3Config) -> pafs.S3FileSystem:
-    kwargs: dict = {}
+    """pyarrow's S3 client: the AWS SDK's standard retry strategy (exponential backoff on SlowDown,
+    5xx and connection errors, bounded by `max_attempts`), multipart uploads for large objects."""
+    kwargs: dict = {"retry_strategy": pafs.AwsStandardS3RetryStrategy(max_attempts=s3.max_attempts),
+                    "connect_timeout": s3.connect_timeout_s, "request_timeout": s3.request_timeout_s}
     endpoint = s3.endpoint_url or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
     if endpoint:
         parsed = urlparse(endpoint)

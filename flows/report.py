@@ -1,0 +1,196 @@
+"""The run report: one self-contained HTML page (inline SVG, no scripts, no external files).
+
+It shows the per-stage funnel (in, made, kept, rejected by reason), timings, score histograms
+with the thresholds or corpus-wide cut-offs drawn, the near-duplicate cluster-size distribution,
+token lengths and packing efficiency. Counts come from the stage manifests; distributions are
+read column by column from the stage outputs and rejects (at most `max_values` values per column),
+so a report over a large run reads floats and ints, never text.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+import time
+from typing import Any
+
+import numpy as np
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+from winnow.storage.fs import Location, resolve
+
+REPORT = "report.html"
+SCORE_COLUMNS = {"quality": "quality_score", "toxicity": "toxicity_score", "langid": "lang_score",
+                 "color_filter": "color_score", "preselect": "preselect_score"}
+CSS = """body{font-family:system-ui,sans-serif;margin:2em auto;max-width:980px;color:#222}
+table{border-collapse:collapse;margin:1em 0;font-size:14px}td,th{border-bottom:1px solid #ddd;padding:4px 10px;
+text-align:right}td:first-child,th:first-child,td.reasons{text-align:left}h2{margin-top:2em}
+svg{background:#fafafa;border:1px solid #eee;margin:.5em 0}.note{color:#666;font-size:13px}"""
+
+
+def _shards(stage_dir: Location, rejects: bool = False) -> list[Location]:
+    """A stage's output shards (or its rejects shards), not those of sub-folders."""
+    base = stage_dir.join("rejects") if rejects else stage_dir
+    if not base.exists():
+        return []
+    return [loc for loc in base.list_files("part-*.parquet") if loc.path.rsplit("/", 1)[0] == base.path.rstrip("/")]
+
+
+def _values(stage_dir: Location, column: str, max_values: int, rejects: bool = True) -> np.ndarray:
+    """Up to `max_values` non-null values of a column from a stage's outputs (and rejects)."""
+    parts, n = [], 0
+    for loc in _shards(stage_dir) + (_shards(stage_dir, rejects=True) if rejects else []):
+        with loc.fs.open_input_file(loc.path) as f:
+            pf = pq.ParquetFile(f)
+            if column not in pf.schema_arrow.names:
+                continue
+            values = pf.read(columns=[column]).column(column).drop_null().to_numpy()
+        parts.append(values[: max_values - n])
+        n += len(parts[-1])
+        if n >= max_values:
+            break
+    return np.concatenate(parts) if parts else np.zeros(0)
+
+
+def histogram_svg(values: np.ndarray, marks: list[tuple[float, str]], title: str, bins: int = 40,
+                  log_counts: bool = False, integer: bool = False) -> str:
+    """Bars of a histogram with vertical lines at `marks` (value, label)."""
+    w, h, pad = 640, 220, 40
+    if len(values) == 0:
+        return f'<p class="note">{html.escape(title)}: no values</p>'
+    lo, hi = float(values.min()), float(values.max())
+    for x, _ in marks:
+        lo, hi = min(lo, x), max(hi, x)
+    if integer:
+        lo, hi = math.floor(lo) - 0.5, math.ceil(hi) + 0.5
+        bins = int(min(bins, hi - lo))
+    if hi <= lo:
+        hi = lo + 1
+    counts, edges = np.histogram(values, bins=bins, range=(lo, hi))
+    heights = np.log10(counts + 1) if log_counts else counts.astype(float)
+    top = heights.max() or 1
+    bw = (w - 2 * pad) / len(counts)
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" role="img">',
+           f'<title>{html.escape(title)}</title>',
+           f'<text x="{pad}" y="16" font-size="13">{html.escape(title)} (n = {len(values):,}'
+           f'{", log count" if log_counts else ""})</text>']
+    for i, (c, height) in enumerate(zip(counts, heights, strict=True)):
+        bh = (h - 2 * pad) * height / top
+        out.append(f'<rect x="{pad + i * bw:.1f}" y="{h - pad - bh:.1f}" width="{max(bw - 1, 1):.1f}" '
+                   f'height="{bh:.1f}" fill="#4a78b5"><title>[{edges[i]:.4g}, {edges[i + 1]:.4g}): {c:,}</title>'
+                   '</rect>')
+    out.append(f'<line x1="{pad}" y1="{h - pad}" x2="{w - pad}" y2="{h - pad}" stroke="#888"/>')
+    for x in np.linspace(lo, hi, 5):
+        px = pad + (x - lo) / (hi - lo) * (w - 2 * pad)
+        out.append(f'<text x="{px:.1f}" y="{h - pad + 16}" font-size="11" text-anchor="middle">{x:.3g}</text>')
+    for x, label in marks:
+        px = pad + (x - lo) / (hi - lo) * (w - 2 * pad)
+        out.append(f'<line x1="{px:.1f}" y1="{pad - 10}" x2="{px:.1f}" y2="{h - pad}" stroke="#c0392b" '
+                   f'stroke-dasharray="4 3"/><text x="{px + 4:.1f}" y="{pad - 2}" font-size="11" fill="#c0392b">'
+                   f'{html.escape(label)}</text>')
+    out.append("</svg>")
+    return "".join(out)
+
+
+def bars_svg(items: list[tuple[str, float]], title: str, unit: str = "") -> str:
+    """Horizontal bars, one per (name, value)."""
+    w, row, left = 640, 22, 130
+    h = 30 + row * len(items)
+    top = max((v for _, v in items), default=0) or 1
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" role="img">',
+           f'<title>{html.escape(title)}</title><text x="4" y="16" font-size="13">{html.escape(title)}</text>']
+    for i, (name, value) in enumerate(items):
+        y = 26 + i * row
+        bw = (w - left - 90) * value / top
+        out.append(f'<text x="{left - 6}" y="{y + 14}" font-size="12" text-anchor="end">{html.escape(name)}</text>'
+                   f'<rect x="{left}" y="{y}" width="{bw:.1f}" height="{row - 6}" fill="#4a78b5"/>'
+                   f'<text x="{left + bw + 4:.1f}" y="{y + 14}" font-size="12">{value:,.4g}{unit}</text>')
+    out.append("</svg>")
+    return "".join(out)
+
+
+def _marks(name: str, config: dict, extra: dict) -> list[tuple[float, str]]:
+    """Thresholds and corpus-wide cut-offs to draw over a stage's score histogram."""
+    marks = []
+    if config.get("threshold") is not None:
+        marks.append((float(config["threshold"]), f"threshold {config['threshold']:g}"))
+    for label, value in (config.get("thresholds") or {}).items():
+        marks.append((float(value), f"{label} {value:g}"))
+    if extra.get("cutoff") is not None and (name != "quality" or config.get("keep_top") is not None):
+        marks.append((float(extra["cutoff"]), f"cut-off {extra['cutoff']:.4g}"))
+    return marks
+
+
+def build_report(output: str | Location, max_values: int = 1_000_000) -> str:
+    """The report's HTML for a run's output directory."""
+    out = output if isinstance(output, Location) else resolve(output)
+    run_file = out.join("_run.json")
+    run: dict[str, Any] = json.loads(run_file.read_bytes()) if run_file.exists() else {"stages": {}}
+    stages: dict[str, dict] = dict(run.get("stages") or {})
+    if not stages:  # a run that has not finished: whatever manifests exist
+        for entry in out.fs.get_file_info(pafs.FileSelector(out.path)):
+            manifest = out.join(entry.base_name, "_manifest.json")
+            if entry.type == pafs.FileType.Directory and manifest.exists():
+                m = json.loads(manifest.read_bytes())
+                stages[entry.base_name] = {**m, "extra": m.get("extra") or {}}
+    configs = {s["name"]: s for s in (run.get("config") or {}).get("stages", [])}
+
+    body = [f"<h1>winnow run report</h1><p>{html.escape(out.uri)} &middot; generated "
+            f"{time.strftime('%Y-%m-%d %H:%M:%S')}</p>", "<h2>Funnel</h2>",
+            '<table id="funnel"><tr><th>stage</th><th>in</th><th>made</th><th>kept</th><th>rejected</th>'
+            "<th>seconds</th><th>rejected by reason</th></tr>"]
+    for name, c in stages.items():
+        reasons = ", ".join(f"{html.escape(r)} {n:,}" for r, n in sorted(c.get("rejected_by_reason", {}).items(),
+                                                                         key=lambda kv: -kv[1]))
+        body.append(f'<tr data-stage="{html.escape(name)}"><td>{html.escape(name)}</td>'
+                    f'<td class="in">{c["rows_in"]:,}</td><td class="made">{c.get("rows_added", 0):,}</td>'
+                    f'<td class="kept">{c["rows_out"]:,}</td><td class="rejected">{c["rows_rejected"]:,}</td>'
+                    f'<td>{c.get("seconds", 0):.1f}</td><td class="reasons">{reasons or "-"}</td></tr>')
+    body.append("</table>")
+    if stages:
+        body.append(bars_svg([(n, c["rows_out"]) for n, c in stages.items()], "documents kept after each stage"))
+        body.append(bars_svg([(n, c.get("seconds", 0)) for n, c in stages.items()], "time per stage", " s"))
+
+    scores = [(n, SCORE_COLUMNS[n]) for n in stages if n in SCORE_COLUMNS]
+    if scores:
+        body.append("<h2>Scores</h2>")
+    for name, column in scores:
+        values = _values(out.join(name), column, max_values)
+        body.append(histogram_svg(values, _marks(name, configs.get(name, {}), stages[name].get("extra") or {}),
+                                  f"{name}: {column}"))
+
+    if "dedup" in stages:  # one survivor per cluster carries its size
+        sizes = _values(out.join("dedup"), "dup_cluster_size", max_values, rejects=False)
+        body.append("<h2>Near-duplicate clusters</h2>")
+        body.append(histogram_svg(sizes[sizes > 1], [], "documents per near-duplicate cluster (clusters of 2 or more)",
+                                  log_counts=True, integer=True))
+    if "tokenize" in stages:
+        body.append("<h2>Tokens</h2>")
+        body.append(histogram_svg(_values(out.join("tokenize"), "n_tokens", max_values), [],
+                                  "tokens per document", log_counts=True))
+    if "pack" in stages:
+        extra = stages["pack"].get("extra") or {}
+        efficiency = 1 - extra.get("padding_fraction", 0.0)
+        body.append("<h2>Packing</h2>")
+        body.append(f'<p id="packing">{extra.get("strategy", "?")} into {extra.get("sequences", 0):,} sequences of '
+                    f'{extra.get("seq_len", "?")} tokens: efficiency {efficiency:.2%} (padding '
+                    f'{extra.get("padding_fraction", 0):.2%}), {extra.get("documents_split", 0):,} documents split, '
+                    f'{extra.get("tokens_dropped", 0):,} tokens dropped</p>')
+        body.append(bars_svg([("tokens", extra.get("tokens", 0) - extra.get("tokens_dropped", 0)),
+                              ("padding", extra.get("slots", 0) - extra.get("tokens", 0) +
+                               extra.get("tokens_dropped", 0))], "token slots of the packed sequences"))
+        if extra.get("buckets"):
+            body.append(bars_svg([(f"len {k}", v) for k, v in sorted(extra["buckets"].items(), key=lambda kv:
+                                                                       int(kv[0]))], "sequences per bucket"))
+    return (f"<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>winnow report</title>"
+            f"<style>{CSS}</style></head><body>{''.join(body)}</body></html>")
+
+
+def write_report(output: str | Location) -> Location:
+    """Build the report and write it to OUTPUT/report.html."""
+    out = output if isinstance(output, Location) else resolve(output)
+    loc = out.join(REPORT)
+    loc.write_bytes_atomic(build_report(out).encode())
+    return loc
