@@ -26,7 +26,7 @@ SCORE_COLUMNS = {"quality": "quality_score", "toxicity": "toxicity_score", "lang
                  "color_filter": "color_score", "preselect": "preselect_score"}
 CSS = """body{font-family:system-ui,sans-serif;margin:2em auto;max-width:980px;color:#222}
 table{border-collapse:collapse;margin:1em 0;font-size:14px}td,th{border-bottom:1px solid #ddd;padding:4px 10px;
-text-align:right}td:first-child,th:first-child,td.reasons{text-align:left}h2{margin-top:2em}
+text-align:right}td:first-child,th:first-child,th:last-child,td.reasons{text-align:left}h2{margin-top:2em}
 svg{background:#fafafa;border:1px solid #eee;margin:.5em 0}.note{color:#666;font-size:13px}"""
 
 
