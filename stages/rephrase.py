@@ -123,14 +123,19 @@ class Rephrase(DocumentStage):
         return {"num_cpus": 1, "num_gpus": gpus} if gpus else {"num_cpus": 1}
 
     def process_shard(self, source, batch_size: int, **context) -> Iterator[StageResult]:
-        budget = self.config.max_documents_per_shard  # documents left to rephrase in this shard
-        for batch in iter_parquet_batches(source, batch_size):
-            table = pa.Table.from_batches([batch])
+        for table, jobs in self.planned_batches(source, batch_size):
             validate_documents(table, where=f"{self.name} input {source.uri}")
+            yield self.apply(table, jobs)
+
+    def planned_batches(self, source, batch_size: int, columns: list[str] | None = None):
+        """(table, jobs) per record batch of a shard, within the shard's `max_documents_per_shard`."""
+        budget = self.config.max_documents_per_shard  # documents left to rephrase in this shard
+        for batch in iter_parquet_batches(source, batch_size, columns=columns):
+            table = pa.Table.from_batches([batch])
             jobs = self.plan(table, budget)
             if budget is not None:
                 budget -= len({row for row, _, _ in jobs})
-            yield self.apply(table, jobs)
+            yield table, jobs
 
     def plan(self, table: pa.Table, budget: int | None = None) -> list[tuple[int, str, list[str]]]:
         """(row, style, chunks) for every synthetic row this table asks for, from at most `budget` documents."""
@@ -222,19 +227,14 @@ def dry_run(config: RephraseConfig, shards, batch_size: int = 2048) -> dict:
     totals = {"documents": 0, "rephrased_documents": 0, "synthetic_rows": 0, "prompts": 0, "prompt_tokens": 0,
               "prompts_by_style": {s: 0 for s in config.styles}}
     for shard in shards:
-        budget = config.max_documents_per_shard
-        for batch in iter_parquet_batches(shard.source, batch_size, columns=["id", "text"]):
-            jobs = stage.plan(pa.Table.from_batches([batch]), budget)
-            rows = {row for row, _, _ in jobs}
-            if budget is not None:
-                budget -= len(rows)
+        for table, jobs in stage.planned_batches(shard.source, batch_size, columns=["id", "text"]):
             prompts = [render_prompt(config, style, c) for _, style, chunks in jobs for c in chunks]
             rendered = [p if isinstance(p, str) else "\n".join(m["content"] for m in p) for p in prompts]
-            totals["documents"] += batch.num_rows
-            totals["rephrased_documents"] += len(rows)
+            totals["documents"] += table.num_rows
+            totals["rephrased_documents"] += len({row for row, _, _ in jobs})
             totals["synthetic_rows"] += len(jobs)
             totals["prompts"] += len(prompts)
-            totals["prompt_tokens"] += sum(count(rendered)) if rendered else 0
+            totals["prompt_tokens"] += sum(count(rendered))
             for _, style, chunks in jobs:
                 totals["prompts_by_style"][style] += len(chunks)
     totals["max_new_tokens"] = totals["prompts"] * config.max_new_tokens
