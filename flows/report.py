@@ -42,7 +42,7 @@ def _values(stage_dir: Location, column: str, max_values: int, rejects: bool = T
     """Up to `max_values` non-null values of a column from a stage's outputs (and rejects)."""
     parts, n = [], 0
     for loc in _shards(stage_dir) + (_shards(stage_dir, rejects=True) if rejects else []):
-        with loc.fs.open_input_file(loc.path) as f:
+        with loc.open_read() as f:
             pf = pq.ParquetFile(f)
             if column not in pf.schema_arrow.names:
                 continue

@@ -7,7 +7,10 @@ pyarrow and never stored on objects that get logged or written to manifests.
 from __future__ import annotations
 
 import fnmatch
+import io
 import os
+import random
+import time
 from dataclasses import dataclass
 from urllib.parse import urlparse
 
@@ -45,8 +48,12 @@ class Location:
     def mkdir(self) -> None:
         self.fs.create_dir(self.path, recursive=True)
 
+    def open_read(self):
+        """A seekable binary file for reading; on S3 it retries the reads that the AWS SDK gives up on."""
+        return self.fs.open_input_file(self.path) if self.is_local else RetryingReader(self)
+
     def read_bytes(self) -> bytes:
-        with self.fs.open_input_stream(self.path, compression=None) as f:
+        with self.open_read() as f:
             return f.read()
 
     def write_bytes_atomic(self, data: bytes) -> None:
@@ -91,6 +98,70 @@ class Location:
 
     def size(self) -> int:
         return self.fs.get_file_info(self.path).size
+
+
+class RetryingReader(io.RawIOBase):
+    """An S3 object as a seekable file whose ranged reads are retried when they fail transiently.
+
+    The AWS SDK retries throttling (503 SlowDown) itself, except when a ranged read is smaller than
+    the error document: the SDK then writes the error body into the caller's fixed-size buffer, the
+    write fails, and it reports a non-retryable INTERNAL_FAILURE ("Failed to flush response stream").
+    Small reads are routine (Parquet footers, small column chunks, a file's last bytes), so under
+    throttling a run would fail on an error that a second attempt fixes. Each read is one ranged GET,
+    repeated with backoff after such a failure.
+    """
+
+    ATTEMPTS, FIRST_DELAY_S = 6, 0.05
+
+    def __init__(self, loc: Location):
+        self.loc, self.pos = loc, 0
+        self._file = self._retry(lambda: loc.fs.open_input_file(loc.path))
+        self._size = self._file.size()
+
+    def _retry(self, fn):
+        for attempt in range(self.ATTEMPTS):
+            try:
+                return fn()
+            except (FileNotFoundError, PermissionError):
+                raise
+            except OSError:
+                if attempt == self.ATTEMPTS - 1:
+                    raise
+                time.sleep(self.FIRST_DELAY_S * 2 ** attempt * (1 + random.random()))
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def size(self) -> int:
+        return self._size
+
+    def tell(self) -> int:
+        return self.pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        self.pos = {io.SEEK_SET: 0, io.SEEK_CUR: self.pos, io.SEEK_END: self._size}[whence] + offset
+        return self.pos
+
+    def read(self, size: int = -1) -> bytes:
+        size = self._size - self.pos if size is None or size < 0 else min(size, self._size - self.pos)
+        if size <= 0:
+            return b""
+        data = self._retry(lambda: self._file.read_at(size, self.pos))
+        self.pos += len(data)
+        return data
+
+    def readinto(self, buffer) -> int:
+        data = self.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+    def close(self) -> None:
+        if not self.closed:
+            self._file.close()
+        super().close()
 
 
 def s3_filesystem(s3: S3Config) -> pafs.S3FileSystem:

@@ -37,8 +37,7 @@ def committed_shards(stage_dir: Location, config_hash: str) -> dict[str, ShardEn
     for info in stage_dir.fs.get_file_info(pafs.FileSelector(ledger.path)):
         if not info.base_name.endswith(".json"):
             continue
-        with stage_dir.fs.open_input_stream(info.path) as f:
-            entry = ShardEntry.model_validate(json.loads(f.read()))
+        entry = ShardEntry.model_validate(json.loads(ledger.join(info.base_name).read_bytes()))
         files = [entry.output] + ([entry.rejects] if entry.rejects else [])
         if entry.config_hash == config_hash and all(_size(stage_dir.join(f.path)) == f.bytes for f in files):
             entries[entry.shard] = entry

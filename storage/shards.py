@@ -36,14 +36,14 @@ def detect_format(loc: Location) -> str:
 
 
 def iter_parquet_batches(loc: Location, batch_size: int, columns: list[str] | None = None) -> Iterator[pa.RecordBatch]:
-    with loc.fs.open_input_file(loc.path) as f:
+    with loc.open_read() as f:
         # Buffered page reads: memory follows the batch size, not the (possibly huge) row group.
         reader = pq.ParquetFile(f, pre_buffer=False, buffer_size=1 << 20)
         yield from reader.iter_batches(batch_size=batch_size, columns=columns)
 
 
 def parquet_schema(loc: Location) -> pa.Schema:
-    with loc.fs.open_input_file(loc.path) as f:
+    with loc.open_read() as f:
         return pq.read_schema(f)
 
 
@@ -56,7 +56,7 @@ def iter_jsonl_lines(loc: Location, batch_size: int, chunk_bytes: int = 1 << 16)
     batch: list[bytes] = []
     rest = b""
     try:
-        with loc.fs.open_input_stream(loc.path, compression=None) as raw:
+        with loc.open_read() as raw:
             stream = _decompressed(raw, loc.path)
             while chunk := stream.read(chunk_bytes):
                 lines = (rest + chunk).split(b"\n")

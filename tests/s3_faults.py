@@ -58,8 +58,21 @@ class FaultyS3Proxy:
             def log_message(self, *args):
                 pass
 
+            def _body(self) -> bytes:
+                """The request body, also when the client streams it with chunked transfer encoding
+                (the AWS SDK in pyarrow does for uploads)."""
+                if "chunked" not in self.headers.get("Transfer-Encoding", "").lower():
+                    return self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                chunks = []
+                while size := int(self.rfile.readline().split(b";")[0], 16):
+                    chunks.append(self.rfile.read(size))
+                    self.rfile.readline()
+                while self.rfile.readline() not in (b"\r\n", b"\n", b""):  # trailers
+                    pass
+                return b"".join(chunks)
+
             def _proxy(self):
-                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                body = self._body()
                 fate = proxy._fate()
                 with proxy._lock:
                     proxy.log.append((self.command, self.path, fate))
@@ -75,7 +88,8 @@ class FaultyS3Proxy:
                     self.wfile.write(SLOW_DOWN)
                     return
                 conn = http.client.HTTPConnection(*proxy.upstream, timeout=60)
-                headers = {k: v for k, v in self.headers.items() if k.lower() not in ("connection",)}
+                headers = {k: v for k, v in self.headers.items()
+                           if k.lower() not in ("connection", "transfer-encoding", "content-length")}
                 conn.request(self.command, self.path, body=body, headers=headers)
                 response = conn.getresponse()
                 data = response.read()
