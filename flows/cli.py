@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import random
 import sys
@@ -12,6 +13,8 @@ from pathlib import Path
 # Prefect reads these at import; keep its telemetry off unless the user decided otherwise.
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+# The ephemeral local API is a subprocess; on a busy 2-core machine it can need more than Prefect's 20 s to start.
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
@@ -292,16 +295,32 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _WithoutTraceback(logging.Filter):
+    """Prefect logs a failed flow's exception with its traceback. For the errors the CLI explains
+    in one line (locked output, bad input, a failed stage) that traceback is noise on a terminal."""
+
+    def __init__(self, errors: tuple[type[BaseException], ...]):
+        super().__init__()
+        self.errors = errors
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], self.errors):
+            record.exc_info = record.exc_text = None
+        return True
+
+
 def main(argv: list[str] | None = None) -> int:
     from winnow.flows.curate import InputError
     from winnow.schemas.config import ConfigError
     from winnow.stages.runtime import StageFailedError
     from winnow.storage.lock import OutputLockedError
 
+    explained = (ConfigError, InputError, StageFailedError, OutputLockedError, FileNotFoundError, ValueError)
+    logging.getLogger("prefect.flow_runs").addFilter(_WithoutTraceback(explained))
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ConfigError, InputError, StageFailedError, OutputLockedError, FileNotFoundError, ValueError) as err:
+    except explained as err:
         console.print(f"[bold red]error:[/] {err}", highlight=False)
         return 2
 
