@@ -54,19 +54,21 @@ def test_small_reads_survive_throttling(s3_server):
     (INTERNAL_FAILURE, "Failed to flush response stream"); winnow's reader retries it."""
     data = os.urandom(1 << 16)
     boto3.client("s3", endpoint_url=s3_server).put_object(Bucket=BUCKET, Key="small/x.bin", Body=data)
-    with FaultyS3Proxy(s3_server, throttle=0.5, drop=0.0, seed=4) as proxy:
-        loc = resolve(f"s3://{BUCKET}/small/x.bin", S3Config(endpoint_url=proxy.url))
+    with FaultyS3Proxy(s3_server, throttle=0.4, drop=0.0, seed=4) as proxy:
+        loc = resolve(f"s3://{BUCKET}/small/x.bin", S3Config(endpoint_url=proxy.url, max_attempts=3))
+        proxy.enabled = False  # (opening does a HEAD, not at issue here)
+        raw = loc.fs.open_input_file(loc.path)
+        proxy.enabled = True
         with pytest.raises(OSError, match="INTERNAL_FAILURE"):  # the SDK alone gives up on some read
-            with loc.fs.open_input_file(loc.path) as raw:
-                for offset in range(0, 4000, 100):
-                    raw.read_at(20, offset)
+            for offset in range(0, 3000, 100):
+                raw.read_at(20, offset)
         with loc.open_read() as f:
             got = []
-            for offset in range(0, 4000, 100):
+            for offset in range(0, 3000, 100):
                 f.seek(offset)
                 got.append(f.read(20))
-        assert got == [data[o:o + 20] for o in range(0, 4000, 100)]
-        assert proxy.count("throttled") > 10
+        assert got == [data[o:o + 20] for o in range(0, 3000, 100)]
+        assert proxy.count("throttled") > 5
 
 
 def test_a_failed_upload_leaves_no_half_written_shard(s3_server, tmp_path):

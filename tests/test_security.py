@@ -5,6 +5,7 @@ manifests, the run summary or the report."""
 from __future__ import annotations
 
 import json
+import logging
 import re
 from pathlib import Path
 
@@ -61,7 +62,7 @@ def test_path_parts_cannot_leave_the_output(part, tmp_path):
 
 
 @pytest.mark.usefixtures("ray_local", "prefect_api")
-def test_credentials_in_the_config_reach_no_log_manifest_summary_or_report(tmp_path, capfd):
+def test_credentials_in_the_config_reach_no_log_manifest_summary_or_report(tmp_path):
     import random
 
     from winnow.flows.curate import curate
@@ -71,8 +72,18 @@ def test_credentials_in_the_config_reach_no_log_manifest_summary_or_report(tmp_p
     config = {"input": {"uri": str(tmp_path / "in")}, "output": str(tmp_path / "out"),
               "storage": {"s3": {"access_key_id": "AKIAWINNOWTEST", "secret_access_key": SECRET}},
               "stages": [{"name": "ingest"}, {"name": "heuristics"}], "runtime": {"progress": False}}
-    summary = curate(config)
-    log = "".join(capfd.readouterr())
+    records: list[str] = []
+    handler = logging.Handler(logging.DEBUG)
+    handler.emit = lambda record: records.append(handler.format(record))
+    loggers = [logging.getLogger(name) for name in ("", "prefect", "winnow")]  # Prefect's do not propagate to root
+    for logger in loggers:
+        logger.addHandler(handler)
+    try:
+        summary = curate(config)
+    finally:
+        for logger in loggers:
+            logger.removeHandler(handler)
+    log = "\n".join(records)
     assert "heuristics: 50 in" in log  # the run's log was captured
     written = [p for p in (tmp_path / "out").rglob("*") if p.is_file() and p.suffix in (".json", ".html")]
     assert {"_run.json", "_manifest.json", "report.html"} <= {p.name for p in written}
