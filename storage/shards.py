@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import io
 import os
 import tempfile
 import uuid
@@ -22,6 +23,7 @@ from winnow.storage.fs import Location
 
 JSONL_SUFFIXES = (".jsonl", ".json", ".ndjson")
 COMPRESSION_SUFFIXES = (".gz", ".zst", ".zstd")
+S3_READ_BYTES = 8 << 20
 
 
 def detect_format(loc: Location) -> str:
@@ -57,7 +59,8 @@ def iter_jsonl_lines(loc: Location, batch_size: int, chunk_bytes: int = 1 << 16)
     rest = b""
     try:
         with loc.open_read() as raw:
-            stream = _decompressed(raw, loc.path)
+            # every read of an S3 object is a GET: read it in large ranges, hand out small chunks
+            stream = _decompressed(raw if loc.is_local else io.BufferedReader(raw, S3_READ_BYTES), loc.path)
             while chunk := stream.read(chunk_bytes):
                 lines = (rest + chunk).split(b"\n")
                 rest = lines.pop()

@@ -71,6 +71,19 @@ def test_small_reads_survive_throttling(s3_server):
         assert proxy.count("throttled") > 5
 
 
+def test_jsonl_is_streamed_in_large_ranges_not_one_request_per_chunk(s3_server):
+    from winnow.storage.shards import S3_READ_BYTES, iter_jsonl_lines
+
+    lines = [json.dumps({"text": f"line {i} " + "x" * 200}).encode() for i in range(60_000)]  # ~13 MB
+    body = b"\n".join(lines) + b"\n"
+    boto3.client("s3", endpoint_url=s3_server).put_object(Bucket=BUCKET, Key="jsonl/a.jsonl", Body=body)
+    with FaultyS3Proxy(s3_server, throttle=0.0, drop=0.0) as proxy:
+        loc = resolve(f"s3://{BUCKET}/jsonl/a.jsonl", S3Config(endpoint_url=proxy.url))
+        got = [line for batch in iter_jsonl_lines(loc, batch_size=1000) for line in batch]
+    assert got == lines
+    assert sum(method == "GET" for method, _, _ in proxy.log) == -(-len(body) // S3_READ_BYTES)  # 2, not ~200
+
+
 def test_a_failed_upload_leaves_no_half_written_shard(s3_server, tmp_path):
     from winnow.schemas.documents import DOCUMENT_SCHEMA
     from conftest import documents
