@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import fnmatch
 import io
+import logging
 import os
 import random
 import time
@@ -17,6 +18,8 @@ from urllib.parse import urlparse
 import pyarrow.fs as pafs
 
 from winnow.schemas.config import S3Config
+
+log = logging.getLogger("winnow")
 
 
 @dataclass(frozen=True)
@@ -67,8 +70,11 @@ class Location:
                 os.fsync(f.fileno())
             os.replace(tmp, self.path)
         else:
-            with self.fs.open_output_stream(self.path, compression=None) as f:
-                f.write(data)
+            retry_transient(lambda: self._put(data))
+
+    def _put(self, data: bytes) -> None:
+        with self.fs.open_output_stream(self.path, compression=None) as f:
+            f.write(data)
 
     def delete(self) -> None:
         info = self.fs.get_file_info(self.path)
@@ -100,6 +106,23 @@ class Location:
         return self.fs.get_file_info(self.path).size
 
 
+def retry_transient(fn, attempts: int = 5, first_delay_s: float = 0.1):
+    """`fn()`, repeated with exponential backoff while it raises an OSError that is not a missing
+    object or a refused permission. A second line behind the AWS SDK's own retries, for what they
+    let through (see `RetryingReader`; a multipart upload whose last step was throttled once
+    too often). Only for idempotent calls: reads, and writes of whole objects."""
+    for attempt in range(attempts):
+        try:
+            return fn()
+        except (FileNotFoundError, PermissionError):
+            raise
+        except OSError as err:
+            if attempt == attempts - 1:
+                raise
+            log.info("S3 call failed (%s); attempt %d of %d", err, attempt + 2, attempts)
+            time.sleep(first_delay_s * 2 ** attempt * (1 + random.random()))
+
+
 class RetryingReader(io.RawIOBase):
     """An S3 object as a seekable file whose ranged reads are retried when they fail transiently.
 
@@ -111,23 +134,10 @@ class RetryingReader(io.RawIOBase):
     repeated with backoff after such a failure.
     """
 
-    ATTEMPTS, FIRST_DELAY_S = 6, 0.05
-
     def __init__(self, loc: Location):
         self.loc, self.pos = loc, 0
-        self._file = self._retry(lambda: loc.fs.open_input_file(loc.path))
+        self._file = retry_transient(lambda: loc.fs.open_input_file(loc.path))
         self._size = self._file.size()
-
-    def _retry(self, fn):
-        for attempt in range(self.ATTEMPTS):
-            try:
-                return fn()
-            except (FileNotFoundError, PermissionError):
-                raise
-            except OSError:
-                if attempt == self.ATTEMPTS - 1:
-                    raise
-                time.sleep(self.FIRST_DELAY_S * 2 ** attempt * (1 + random.random()))
 
     def readable(self) -> bool:
         return True
@@ -149,7 +159,7 @@ class RetryingReader(io.RawIOBase):
         size = self._size - self.pos if size is None or size < 0 else min(size, self._size - self.pos)
         if size <= 0:
             return b""
-        data = self._retry(lambda: self._file.read_at(size, self.pos))
+        data = retry_transient(lambda: self._file.read_at(size, self.pos))
         self.pos += len(data)
         return data
 
@@ -165,9 +175,14 @@ class RetryingReader(io.RawIOBase):
 
 
 def s3_filesystem(s3: S3Config) -> pafs.S3FileSystem:
-    """pyarrow's S3 client: the AWS SDK's standard retry strategy (exponential backoff on SlowDown,
-    5xx and connection errors, bounded by `max_attempts`), multipart uploads for large objects."""
-    kwargs: dict = {"retry_strategy": pafs.AwsStandardS3RetryStrategy(max_attempts=s3.max_attempts),
+    """pyarrow's S3 client, multipart uploads for large objects, and the AWS SDK's retries with
+    exponential backoff on SlowDown, 5xx and connection errors, bounded by `max_attempts`.
+
+    The SDK's "default" strategy, not its "standard" one: standard also draws every retry from a
+    per-client quota (500 tokens, 5 per retry) and stops retrying once it is spent. A long batch
+    job against a throttling store spends it and then fails on its next 503 (measured: 150 of 300
+    small writes failed at 30% throttling; none with the default strategy)."""
+    kwargs: dict = {"retry_strategy": pafs.AwsDefaultS3RetryStrategy(max_attempts=s3.max_attempts),
                     "connect_timeout": s3.connect_timeout_s, "request_timeout": s3.request_timeout_s}
     endpoint = s3.endpoint_url or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
     if endpoint:

@@ -19,7 +19,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import zstandard
 
-from winnow.storage.fs import Location
+from winnow.storage.fs import Location, retry_transient
 
 JSONL_SUFFIXES = (".jsonl", ".json", ".ndjson")
 COMPRESSION_SUFFIXES = (".gz", ".zst", ".zstd")
@@ -181,4 +181,5 @@ class ShardWriter:
 
 def upload_file(local_path: str, loc: Location) -> None:
     """Copy a finished local file to a (remote) location as one object."""
-    pafs.copy_files(local_path, loc.path, source_filesystem=pafs.LocalFileSystem(), destination_filesystem=loc.fs)
+    retry_transient(lambda: pafs.copy_files(local_path, loc.path, source_filesystem=pafs.LocalFileSystem(),
+                                            destination_filesystem=loc.fs))

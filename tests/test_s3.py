@@ -84,6 +84,17 @@ def test_jsonl_is_streamed_in_large_ranges_not_one_request_per_chunk(s3_server):
     assert sum(method == "GET" for method, _, _ in proxy.log) == -(-len(body) // S3_READ_BYTES)  # 2, not ~200
 
 
+def test_a_long_run_of_writes_under_heavy_throttling_loses_none(s3_server):
+    """Retries must not run out over a job's life: the AWS SDK's "standard" strategy stops retrying
+    once its per-client quota is spent (here after ~100 retries), failing the next throttled write."""
+    with FaultyS3Proxy(s3_server, throttle=0.5, drop=0.0, seed=3) as proxy:
+        root = resolve(f"s3://{BUCKET}/many", S3Config(endpoint_url=proxy.url))
+        for i in range(25):
+            root.join(f"{i}.json").write_bytes_atomic(json.dumps({"i": i}).encode())
+        assert proxy.count("throttled") > 60
+    assert keys(s3_server, "many/") == sorted(f"many/{i}.json" for i in range(25))
+
+
 def test_a_failed_upload_leaves_no_half_written_shard(s3_server, tmp_path):
     from winnow.schemas.documents import DOCUMENT_SCHEMA
     from conftest import documents
