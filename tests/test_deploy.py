@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import httpx
 import pytest
@@ -30,9 +31,10 @@ def _stop(proc: subprocess.Popen) -> str:
     return proc.stdout.read() if proc.stdout else ""
 
 
-@pytest.fixture
-def prefect_server(tmp_path):
-    """A real Prefect API server process on 127.0.0.1 with its own home (database) under tmp_path."""
+@pytest.fixture(scope="module")
+def prefect_server(tmp_path_factory):
+    """A real Prefect API server process on 127.0.0.1 with its own home (database)."""
+    tmp_path = tmp_path_factory.mktemp("prefect")
     port = free_port()
     env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect-server"), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
            "PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS": "5"}  # plan scheduled runs promptly
@@ -107,3 +109,18 @@ def test_deploy_trigger_and_serve_a_scheduled_run(prefect_server, tmp_path):
     assert summary["config"]["stages"][1]["normalize"] == "none"  # the per-run override applied
     assert summary["stages"]["ingest"]["rows_in"] == 40 and summary["stages"]["exact_dedup"]["rows_out"] == 7
     assert (out / "report.html").exists() and not (tmp_path / "default-out").exists()
+
+
+def test_infra_prefect_yaml_declares_the_same_deployment(prefect_server):
+    api, env = prefect_server
+    root = Path(__file__).resolve().parents[1]
+    prefect = [sys.executable, "-m", "prefect"]
+    subprocess.run([*prefect, "work-pool", "create", "winnow-process", "--type", "process"], env=env, check=True,
+                   capture_output=True, timeout=120)
+    done = subprocess.run([*prefect, "--no-prompt", "deploy", "--prefect-file", "infra/prefect.yaml", "--all"],
+                          env={**env, "WINNOW_HOME": str(root)}, cwd=root, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    deployment = _api(api, "GET", "/deployments/name/curate/nightly-crawl")
+    assert [s["schedule"]["cron"] for s in deployment["schedules"]] == ["0 3 * * *"]
+    assert deployment["work_pool_name"] == "winnow-process"
+    assert set(deployment["parameters"]) >= {"config", "out", "overrides"}
