@@ -75,7 +75,8 @@ class RuntimeConfig(StrictModel):
     num_cpus: int | None = Field(None, ge=1)
     max_in_flight: int | None = Field(None, ge=1, description="shard tasks in flight; default 2 x CPUs")
     batch_size: int = Field(2048, ge=1, le=1_000_000, description="rows per record batch")
-    max_retries: int = Field(3, ge=0, le=100, description="Ray retries of a shard task whose worker died")
+    max_retries: int = Field(3, ge=0, le=100, description="Ray retries of a shard task whose worker died or whose "
+                                                       "storage calls kept failing")
     shuffle_partitions: int | None = Field(None, ge=1, le=65536, description="reducers of global stages")
     progress: bool = True
 

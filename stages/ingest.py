@@ -15,7 +15,7 @@ import pyarrow as pa
 from winnow.schemas.config import IngestConfig, InputConfig
 from winnow.schemas.documents import DOCUMENT_SCHEMA, reject_schema_for
 from winnow.stages.base import Stage, StageResult
-from winnow.storage.fs import Location
+from winnow.storage.fs import Location, StorageError
 from winnow.storage.shards import (
     CorruptInputError,
     detect_format,
@@ -65,7 +65,7 @@ class Ingest(Stage):
                 for batch in iter_parquet_batches(source, batch_size):
                     yield converter.convert([(None, record) for record in batch.to_pylist()])
         except (CorruptInputError, pa.ArrowInvalid, OSError) as err:
-            if isinstance(err, FileNotFoundError) or self.config.on_corrupt_file == "fail":
+            if isinstance(err, (FileNotFoundError, StorageError)) or self.config.on_corrupt_file == "fail":
                 raise
             yield converter.corrupt_rest(str(err))
 

@@ -25,7 +25,7 @@ from rich.text import Text
 
 from winnow.schemas.manifest import FileEntry, ShardEntry, StageManifest
 from winnow.stages.base import DECISION_SCHEMA, GlobalStage, Stage
-from winnow.storage.fs import Location
+from winnow.storage.fs import Location, StorageError
 from winnow.storage.manifest import (
     committed_shards,
     read_manifest,
@@ -41,6 +41,11 @@ SUBPACKAGES = ("schemas", "storage", "stages", "scorers", "gpu", "flows")  # pyp
 
 class StageFailedError(RuntimeError):
     """A shard failed for good (after Ray's retries); names the stage, the shard and the cause."""
+
+
+# Besides a dead worker, Ray retries a task that raised one of these: a store still failing after
+# the storage layer's own retries. Tasks are idempotent (outputs are committed whole), so it is safe.
+RETRIED = [StorageError]
 
 
 @dataclass(frozen=True)
@@ -195,7 +200,7 @@ def _run_tasks(stage: Stage, todo: list[Shard], stage_dir: Location, config_hash
                advance: Callable[[int], None], decisions: dict[str, list] | None = None) -> list[ShardEntry]:
     """One task per shard (with its routed decisions for a global stage's apply phase)."""
     stage_ref = ray.put(stage)
-    task = _shard_task.options(max_retries=options.max_retries, **task_resources(stage))
+    task = _shard_task.options(max_retries=options.max_retries, retry_exceptions=RETRIED, **task_resources(stage))
 
     def submit(shard: Shard):
         parts = decisions[shard.name] if decisions is not None else []
@@ -270,7 +275,8 @@ def map_shards(name: str, shards: list[Shard], fn: Callable, outputs: int, optio
     `fn` returns `outputs` tables and then a small figure; returns the table refs per shard (in
     shard order) and the figures. A failure names the shard.
     """
-    task = ray.remote(fn).options(num_returns=outputs + 1, max_retries=options.max_retries, **(resources or {}))
+    task = ray.remote(fn).options(num_returns=outputs + 1, max_retries=options.max_retries, retry_exceptions=RETRIED,
+                                  **(resources or {}))
     index = {s.name: i for i, s in enumerate(shards)}
 
     def submit(shard: Shard):
@@ -293,7 +299,7 @@ def exchange(name: str, phase: str, fn: Callable, inputs: list[list], outputs: i
     `fn` returns `outputs` tables then a small figure; returns the refs per task and the figures.
     """
     partitions = len(inputs[0]) if inputs else 0
-    task = ray.remote(fn).options(num_returns=outputs + 1, max_retries=options.max_retries)
+    task = ray.remote(fn).options(num_returns=outputs + 1, max_retries=options.max_retries, retry_exceptions=RETRIED)
     refs = [task.remote(p, *args, *[producer[p] for producer in inputs]) for p in range(partitions)]
     figures = get_phase(name, phase, [r[-1] for r in refs])
     return [r[:-1] for r in refs], figures

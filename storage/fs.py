@@ -106,6 +106,11 @@ class Location:
         return self.fs.get_file_info(self.path).size
 
 
+class StorageError(OSError):
+    """A storage call that still fails after every retry: the store's problem, not the data's, so
+    a shard task meeting it is retried or fails; it never turns the rest of an input into rejects."""
+
+
 def retry_transient(fn, attempts: int = 5, first_delay_s: float = 0.1):
     """`fn()`, repeated with exponential backoff while it raises an OSError that is not a missing
     object or a refused permission. A second line behind the AWS SDK's own retries, for what they
@@ -118,7 +123,7 @@ def retry_transient(fn, attempts: int = 5, first_delay_s: float = 0.1):
             raise
         except OSError as err:
             if attempt == attempts - 1:
-                raise
+                raise StorageError(f"{err} (after {attempts} attempts)") from err
             log.info("S3 call failed (%s); attempt %d of %d", err, attempt + 2, attempts)
             time.sleep(first_delay_s * 2 ** attempt * (1 + random.random()))
 

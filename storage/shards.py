@@ -19,7 +19,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import zstandard
 
-from winnow.storage.fs import Location, retry_transient
+from winnow.storage.fs import Location, StorageError, retry_transient
 
 JSONL_SUFFIXES = (".jsonl", ".json", ".ndjson")
 COMPRESSION_SUFFIXES = (".gz", ".zst", ".zstd")
@@ -70,7 +70,7 @@ def iter_jsonl_lines(loc: Location, batch_size: int, chunk_bytes: int = 1 << 16)
                         yield batch
                         batch = []
     except (OSError, EOFError, zstandard.ZstdError, pa.ArrowInvalid) as err:
-        if isinstance(err, FileNotFoundError):
+        if isinstance(err, (FileNotFoundError, StorageError)):
             raise
         if batch:
             yield batch

@@ -11,7 +11,7 @@ from winnow.schemas.config import HeuristicsConfig
 from winnow.schemas.documents import DOCUMENT_SCHEMA
 from winnow.stages.base import DocumentStage, StageResult
 from winnow.stages.runtime import RuntimeOptions, Shard, StageFailedError, run_stage
-from winnow.storage.fs import resolve
+from winnow.storage.fs import StorageError, resolve
 
 pytestmark = pytest.mark.usefixtures("ray_local")
 ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers cannot import test modules
@@ -22,14 +22,16 @@ class DiesOnce(DocumentStage):
 
     name = "dies_once"
 
-    def __init__(self, marker_dir):
+    def __init__(self, marker_dir, failure: type[Exception] | None = None):
         super().__init__(HeuristicsConfig(name="heuristics"))
-        self.marker_dir = marker_dir
+        self.marker_dir, self.failure = marker_dir, failure
 
     def apply(self, table: pa.Table) -> StageResult:
         marker = os.path.join(self.marker_dir, table.column("id")[0].as_py())
         if not os.path.exists(marker):
             open(marker, "w").close()
+            if self.failure:  # raise instead of dying
+                raise self.failure("the store kept failing")
             os._exit(1)
         return StageResult.of(self.name, table.num_rows, table, table.slice(0, 0), [])
 
@@ -52,6 +54,19 @@ def test_worker_death_is_retried_and_the_output_is_complete(tmp_path):
                                   RuntimeOptions(run_id="r", max_retries=2, progress=False))
     assert not skipped and manifest.rows_in == manifest.rows_out == 3
     assert len(os.listdir(tmp_path / "markers")) == 3  # every shard's first worker died
+
+
+def test_a_storage_error_is_retried_but_a_bug_is_not(tmp_path):
+    (tmp_path / "markers").mkdir()
+    stage = DiesOnce(str(tmp_path / "markers"), failure=StorageError)
+    manifest, _ = run_stage(stage, shards(tmp_path), resolve(str(tmp_path / "out")), "h",
+                            RuntimeOptions(run_id="r", max_retries=2, progress=False))
+    assert manifest.rows_out == 3 and len(os.listdir(tmp_path / "markers")) == 3
+
+    (tmp_path / "markers2").mkdir()
+    with pytest.raises(StageFailedError, match="the store kept failing"):
+        run_stage(DiesOnce(str(tmp_path / "markers2"), failure=ValueError), shards(tmp_path, 1),
+                  resolve(str(tmp_path / "out2")), "h", RuntimeOptions(run_id="r", max_retries=2, progress=False))
 
 
 def test_retries_exhausted_names_the_shard(tmp_path):
