@@ -26,7 +26,7 @@ from moto.server import ThreadedMotoServer  # noqa: E402
 from s3_faults import FaultyS3Proxy  # noqa: E402
 
 from winnow.schemas.config import S3Config  # noqa: E402
-from winnow.storage.fs import Location, resolve  # noqa: E402
+from winnow.storage.fs import resolve  # noqa: E402
 from winnow.storage.shards import iter_jsonl_lines  # noqa: E402
 
 BUCKET = "bench"
@@ -92,7 +92,7 @@ def main() -> None:
                     pass
             before = sum(method == "GET" for method, _, _ in proxy.log)
             proxy.log.clear()
-            for _ in iter_jsonl_lines(Location(loc.fs, loc.path, loc.uri), batch_size=10_000):
+            for _ in iter_jsonl_lines(loc, batch_size=10_000):
                 pass
             after = sum(method == "GET" for method, _, _ in proxy.log)
         print(f"streaming a 13 MiB JSONL file: pyarrow stream, 64 KiB reads {before} GETs; winnow {after} GETs")
