@@ -56,8 +56,11 @@ def special_token(path: str, kind: str) -> str | None:
 
 
 def token_dtype(vocab_size: int) -> np.dtype:
-    """The smallest unsigned integer type that holds every token id."""
-    for dtype in (np.uint8, np.uint16, np.uint32):
-        if vocab_size <= np.iinfo(dtype).max + 1:
-            return np.dtype(dtype)
-    return np.dtype(np.uint64)
+    """The token type megatron-core uses for a vocabulary (its `DType.optimal_dtype`): `uint16` while every
+    id fits (winnow keeps it up to 65,536 entries, megatron-core from 65,500 on switches already), else
+    `int32` (Megatron's dtype code 4; it has no unsigned 32-bit code). Parquet token columns use the same."""
+    if vocab_size <= np.iinfo(np.uint16).max + 1:
+        return np.dtype(np.uint16)
+    if vocab_size <= np.iinfo(np.int32).max + 1:
+        return np.dtype(np.int32)
+    raise ValueError(f"a vocabulary of {vocab_size:,} tokens does not fit Megatron's int32 token ids")

@@ -29,21 +29,25 @@ from winnow.stages.base import GlobalStage, StageResult
 from winnow.stages.packing import bfd, concat, decompose
 from winnow.storage.fs import Location
 from winnow.storage.megatron import MegatronWriter
-from winnow.storage.shards import ShardWriter, iter_parquet_batches, upload_file
+from winnow.storage.shards import ShardWriter, iter_parquet_batches, parquet_schema, upload_file
 
 ROWS_PER_WRITE = 4096
 
 
 def _load(shards, batch_size: int) -> tuple[list[str], np.ndarray, np.ndarray]:
-    """ids, flat tokens and offsets of every document in these shards."""
+    """ids, flat tokens (in the tokenize stage's type) and offsets of every document in these shards."""
     ids, chunks, lengths = [], [], []
+    dtype = np.dtype(np.uint16)
     for shard in shards:
+        schema = parquet_schema(shard.source)
+        if "input_ids" in schema.names:  # (an empty shard may have no token column)
+            dtype = np.dtype(schema.field("input_ids").type.value_type.to_pandas_dtype())
         for batch in iter_parquet_batches(shard.source, batch_size, columns=["id", "input_ids"]):
             ids += batch.column("id").to_pylist()
             col = batch.column("input_ids")
             chunks.append(col.values.to_numpy(zero_copy_only=False))
             lengths.append(np.diff(col.offsets.to_numpy()))
-    tokens = np.concatenate(chunks) if chunks else np.zeros(0, np.uint32)
+    tokens = np.concatenate(chunks) if chunks else np.zeros(0, dtype)
     offsets = np.concatenate([[0], np.cumsum(np.concatenate(lengths))]) if lengths else np.zeros(1, np.int64)
     return ids, tokens, offsets.astype(np.int64)
 

@@ -1,6 +1,6 @@
-"""Tokenize: token ids per document (`input_ids`, smallest unsigned type for the vocabulary) and
-`n_tokens`, EOS appended (and BOS prepended when configured). Documents over `max_tokens` are split
-into parts `<id>#<k>` (rows added), truncated, or rejected."""
+"""Tokenize: token ids per document (`input_ids`: uint16, or int32 for vocabularies over 65,536 tokens,
+as megatron-core stores them) and `n_tokens`, EOS appended (and BOS prepended when configured).
+Documents over `max_tokens` are split into parts `<id>#<k>` (rows added), truncated, or rejected."""
 
 from __future__ import annotations
 

@@ -1,9 +1,13 @@
 """Tokenizer training and the tokenize stage."""
 
+import json
 import random
+import subprocess
+import sys
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from conftest import documents
@@ -26,8 +30,12 @@ def test_trained_byte_level_bpe_round_trips_any_text(tokenizer_dir):
         assert tok.decode(tok.encode(text).ids) == text
 
 
-def test_smallest_dtype():
-    assert token_dtype(200) == np.uint8 and token_dtype(65536) == np.uint16 and token_dtype(65537) == np.uint32
+def test_token_dtype_follows_megatron_core():
+    # uint16 while every id fits, then int32 (Megatron's code 4; it has no uint32 code)
+    assert token_dtype(200) == np.uint16 and token_dtype(65536) == np.uint16
+    assert token_dtype(65537) == np.int32 and token_dtype(151_936) == np.int32
+    with pytest.raises(ValueError, match="int32"):
+        token_dtype(2**31 + 1)
 
 
 def test_eos_bos_and_counts(tokenizer_dir):
@@ -62,3 +70,50 @@ def test_long_documents(tokenizer_dir, on_long):
     else:
         assert result.rejects.column("reject_reason").to_pylist() == ["too_many_tokens"]
         assert result.kept.column("id").to_pylist() == ["d1"]
+
+
+def word_level_tokenizer(path, vocab_size: int) -> list[str]:
+    """A HF tokenizer directory whose vocabulary is `w0` .. `w<vocab_size - 2>` plus EOS (last id):
+    token ids are known by hand, so a test can state what every document must become."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    words = [f"w{i}" for i in range(vocab_size - 1)]
+    model = models.WordLevel({**{w: i for i, w in enumerate(words)}, EOS: vocab_size - 1}, unk_token="w0")
+    tokenizer = Tokenizer(model)
+    tokenizer.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    PreTrainedTokenizerFast(tokenizer_object=tokenizer, eos_token=EOS).save_pretrained(path)
+    return words
+
+
+def test_vocabularies_over_65536_tokens_reach_megatron_files(tmp_path):
+    """Item 1 of issue 13: a Llama-3-sized vocabulary (128,256 ids) through `winnow run` (tokenize + pack)
+    writes int32 token ids that megatron-core's IndexedDataset reads back document for document."""
+    from megatron.core.datasets.indexed_dataset import DType, IndexedDataset
+
+    vocab = 128_256
+    word_level_tokenizer(tmp_path / "tok", vocab)
+    rng = random.Random(0)
+    docs = {f"doc{i}": [rng.choice([rng.randrange(vocab - 1), rng.randrange(65_000, vocab - 1)])
+                        for _ in range(rng.randint(1, 40))] for i in range(30)}
+    lines = [json.dumps({"id": d, "text": " ".join(f"w{t}" for t in ids)}) for d, ids in docs.items()]
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "docs.jsonl").write_text("\n".join(lines) + "\n")
+    config = {"input": {"uri": str(tmp_path / "in"), "id_field": "id"}, "output": str(tmp_path / "out"),
+              "runtime": {"num_cpus": 1, "progress": False},
+              "stages": [{"name": "ingest"}, {"name": "tokenize", "tokenizer": str(tmp_path / "tok")},
+                         {"name": "pack", "seq_len": 64}]}
+    (tmp_path / "run.yaml").write_text(json.dumps(config))
+    result = subprocess.run([sys.executable, "-m", "winnow.flows.cli", "run", str(tmp_path / "run.yaml")],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+    tokens = pq.read_table(tmp_path / "out" / "tokenize")
+    assert tokens.schema.field("input_ids").type.value_type == pa.int32()
+    prefix = str(tmp_path / "out" / "tokens" / "megatron" / "rank-00000")
+    dataset = IndexedDataset(prefix, mmap=True)
+    assert dataset.index.dtype == np.int32 and DType.code_from_dtype(dataset.index.dtype) == 4
+    read = sorted(tuple(dataset[i].tolist()) for i in range(len(dataset)))
+    expected = sorted(tuple(ids + [vocab - 1]) for ids in docs.values())  # EOS ends every document
+    assert read == expected and max(t for ids in docs.values() for t in ids) > 65_535
+    assert dataset.document_indices.tolist() == list(range(len(docs) + 1))
