@@ -161,7 +161,10 @@ def _train(args: argparse.Namespace) -> int:
     else:
         raise ValueError("give --data FILE (with --label-field) or both --positives and --negatives")
     params = FastTextParams(dim=args.dim, lr=args.lr, epoch=args.epoch, wordNgrams=args.word_ngrams, seed=args.seed)
-    positive = args.positive or (args.positive_label if not args.data else None)
+    positive = args.positive or (None if args.data else args.positive_label)
+    if positive is None:
+        raise ValueError(f"--data: name the label whose probability is the score with --positive (labels in the "
+                         f"data: {sorted(set(labels))})")
     card = train(texts, labels, args.out, params, positive=positive, holdout=args.holdout)
     console.print(f"trained {args.kind} classifier on {card['train_examples']:,} examples "
                   f"(labels {card['label_counts']}) -> {args.out} (+ {args.out}.json)")
@@ -256,8 +259,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--negatives", nargs="+", help="files of negative examples (e.g. web crawl)")
     train.add_argument("--positive-label", default="hq")
     train.add_argument("--negative-label", default="cc")
-    train.add_argument("--positive", help="the label whose probability is the score (default: --positive-label, "
-                                          "or the rarer label with --data)")
+    train.add_argument("--positive", help="the label whose probability is the score, recorded in the model card "
+                                          "(default: --positive-label; required with --data)")
     train.add_argument("--text-field", default="text")
     train.add_argument("--min-chars", type=int, default=1, help="skip shorter examples")
     train.add_argument("--max-per-class", type=int, help="sample at most this many texts per class (or for a "

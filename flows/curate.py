@@ -103,14 +103,15 @@ def curate(config: RunConfig | dict | str, ray_address: str | None = None, out: 
         # The config as run, secrets masked by pydantic ("**********"): the report draws its thresholds.
         summary: dict[str, Any] = {"output": output.uri, "run_id": run_id, "stages": {},
                                    "config": config.model_dump(mode="json")}
+        # Every stage is built (models' labels checked, tokenizers loaded) before the first one runs.
+        stages = [build_stage(stage_cfg, config, input_root.uri) for stage_cfg in config.stages]
         with ray_session(ray_address or config.runtime.ray_address, config.runtime.num_cpus):
-            for stage_cfg in config.stages:
+            for stage_cfg, stage in zip(config.stages, stages, strict=True):
                 if dry_run and stage_cfg.name == "rephrase":
                     from winnow.stages.rephrase import dry_run as rephrase_plan
 
                     summary["dry_run"] = rephrase_plan(stage_cfg, shards, config.runtime.batch_size)
                     return summary
-                stage = build_stage(stage_cfg, config, input_root.uri)
                 stage_dir = output.join(stage_cfg.name)
                 counts = stage_task(stage_cfg.name, stage, shards, stage_dir, hashes[stage_cfg.name], options)
                 summary["stages"][stage_cfg.name] = counts

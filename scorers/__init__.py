@@ -5,7 +5,9 @@ Scorers never import Ray: stages run them inside Ray workers, one loaded model p
 
 from __future__ import annotations
 
+import json
 from functools import lru_cache
+from pathlib import Path
 from typing import Protocol
 
 import numpy as np
@@ -29,3 +31,30 @@ def load_scorer(config) -> Scorer:
 
     return TransformerScorer(config.model, max_length=config.max_length, max_batch_tokens=config.max_batch_tokens,
                              device=config.device)
+
+
+def positive_label(config, label: str | None) -> str:
+    """The label whose probability is a document's score, decided before any work: the configured
+    `label`, else the one the model card names (a regressor's single output needs neither). Never
+    guessed from the order of the model's labels: released models differ on which comes first
+    (DCLM's lists `hq` after `cc`), and a wrong guess keeps the worst documents."""
+    if label is not None:
+        return label
+    if config.kind == "fasttext":
+        from winnow.scorers.fasttext import FastTextScorer, card_path
+
+        card = card_path(config.model)
+        if card.exists():
+            return json.loads(card.read_text())["positive_label"]
+        labels = FastTextScorer(config.model).labels
+        where = f"the fastText model {config.model} has no model card ({card.name})"
+    else:
+        model_config = Path(config.model) / "config.json"
+        if not model_config.is_file():
+            raise FileNotFoundError(f"not a Hugging Face model directory (no config.json): {config.model}")
+        id2label = json.loads(model_config.read_text()).get("id2label") or {"0": "LABEL_0", "1": "LABEL_1"}
+        labels = [id2label[k] for k in sorted(id2label, key=int)]
+        if len(labels) == 1:  # a regressor: its one output (TransformerScorer calls an unnamed one `score`)
+            return "score" if labels == ["LABEL_0"] else labels[0]
+        where = f"the classifier {config.model} does not say which of its labels is the positive one"
+    raise ValueError(f"{where}: set `label:` in the stage's config to the label that means keep, one of {labels}")

@@ -64,12 +64,13 @@ def roc_auc(labels: np.ndarray, scores: np.ndarray) -> float:
     return float((ranks[labels].sum() - pos * (pos + 1) / 2) / (pos * neg))
 
 
-def train(texts: list[str], labels: list[str], out: str | Path, params: FastTextParams | None = None,
-          positive: str | None = None, holdout: float = 0.1) -> dict:
+def train(texts: list[str], labels: list[str], out: str | Path, params: FastTextParams | None = None, *,
+          positive: str, holdout: float = 0.1) -> dict:
     """Train a classifier, write `out` (.bin) and `out`.json (the model card); returns the card.
 
-    A seeded `holdout` share is kept out of training to measure precision, recall and ROC AUC of
-    the `positive` label (default: the rarer label).
+    The card records `positive`, the label whose probability scores a document (a stage reads it
+    from there, so it is never guessed). A seeded `holdout` share is kept out of training to
+    measure precision, recall and ROC AUC of that label.
     """
     import fasttext
 
@@ -79,7 +80,6 @@ def train(texts: list[str], labels: list[str], out: str | Path, params: FastText
     classes = sorted(set(labels))
     if len(classes) < 2:
         raise ValueError(f"need at least two labels to train a classifier, got {classes}")
-    positive = positive or min(classes, key=labels.count)
     if positive not in classes:
         raise ValueError(f"positive label {positive!r} is not among the labels {classes}")
     order = list(range(len(texts)))
@@ -126,17 +126,22 @@ def load_model(path: str):
     return fasttext.load_model(path)
 
 
+def card_path(model: str | Path) -> Path:
+    """Where a fastText model's card lives: next to it, `<model>.json`."""
+    return Path(f"{model}.json")
+
+
 class FastTextScorer:
-    """Probabilities of labels for batches of texts."""
+    """Probabilities of labels for batches of texts. `positive` (the label `predict` returns) is the
+    given one, else the model card's; without either, only `predict_all` and explicit labels work."""
 
     def __init__(self, path: str | Path, positive: str | None = None):
         self.path = str(path)
         self.model = load_model(self.path)
         self.labels = [label.removeprefix(LABEL_PREFIX) for label in self.model.labels]
-        card = Path(f"{path}.json")
-        default = json.loads(card.read_text())["positive_label"] if card.exists() else self.labels[0]
-        self.positive = positive or default
-        if self.positive not in self.labels:
+        card = card_path(path)
+        self.positive = positive or (json.loads(card.read_text())["positive_label"] if card.exists() else None)
+        if self.positive is not None and self.positive not in self.labels:
             raise ValueError(f"label {self.positive!r} is not one of the model's labels {self.labels}")
 
     def predict_all(self, texts: list[str]) -> dict[str, np.ndarray]:
@@ -149,4 +154,8 @@ class FastTextScorer:
         return out
 
     def predict(self, texts: list[str], label: str | None = None) -> np.ndarray:
-        return self.predict_all(texts)[label or self.positive]
+        label = label or self.positive
+        if label is None:
+            raise ValueError(f"{self.path} has no model card naming its positive label: say which of "
+                             f"{self.labels} to score")
+        return self.predict_all(texts)[label]

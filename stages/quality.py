@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
+from winnow.scorers import positive_label
 from winnow.stages.scoring import ScoreStage
 
 
@@ -13,8 +14,15 @@ class Quality(ScoreStage):
     name = "quality"
     primary = "quality_score"
 
+    def __init__(self, config):
+        super().__init__(config)
+        self.positive = positive_label(config.scorer, config.label)  # fails here, in the driver, before any work
+
     def score_columns(self, scorer, texts: list[str]) -> dict[str, np.ndarray]:
-        return {self.primary: scorer.predict_all(texts)[self.config.label or scorer.positive]}
+        scores = scorer.predict_all(texts)
+        if self.positive not in scores:
+            raise ValueError(f"label {self.positive!r} is not one of the model's labels {sorted(scores)}")
+        return {self.primary: scores[self.positive]}
 
     def decide(self, table: pa.Table) -> tuple[np.ndarray, list[str], list[str]]:
         scores = table.column(self.primary).to_numpy()

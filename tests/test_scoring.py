@@ -94,7 +94,8 @@ def test_repeated_training_is_stable(tmp_path):
     texts = [" ".join(rng.choice("abcdefgh") * 3 for _ in range(12)) for _ in range(200)]
     labels = ["x" if "aaa" in t else "y" for t in texts]
     for i in range(5):  # fastText could hit NaN on few threads; wordNgrams=2 keeps buckets in use
-        card = train(texts, labels, tmp_path / f"m{i}.bin", FastTextParams(epoch=2, thread=2), holdout=0.2)
+        card = train(texts, labels, tmp_path / f"m{i}.bin", FastTextParams(epoch=2, thread=2), positive="x",
+                     holdout=0.2)
         assert not np.isnan(card["heldout"]["roc_auc"])
 
 
@@ -161,3 +162,42 @@ def test_gpu_request_on_a_cluster_without_gpus_runs_on_cpu(quality_model, tmp_pa
     manifest, _ = run_stage(Quality(cfg), [Shard("part-00000", resolve(str(file)))], resolve(str(tmp_path / "out")),
                             "h", RuntimeOptions(run_id="t", progress=False))
     assert manifest.rows_in == 50
+
+
+def test_fasttext_positive_label_is_never_guessed(tmp_path):
+    """Item 2 of issue 13: a released model whose label list starts with the negative class (as DCLM's
+    `cc`/`hq`) and has no card must not be scored by its first label: the run fails before any work."""
+    import subprocess
+    import sys
+
+    from winnow.flows.curate import curate
+
+    rng = random.Random(0)
+    good = [" ".join(rng.choice(["committee", "report", "analysis", "evidence", "history"]) for _ in range(12))
+            for _ in range(100)]
+    bad = [" ".join(rng.choice(["click", "buy", "cheap", "free", "deal"]) for _ in range(12)) for _ in range(300)]
+    model = tmp_path / "dclm-like.bin"
+    train(good + bad, ["hq"] * len(good) + ["cc"] * len(bad), model, positive="hq", holdout=0.0)
+    assert json.loads((tmp_path / "dclm-like.bin.json").read_text())["positive_label"] == "hq"
+    (tmp_path / "dclm-like.bin.json").unlink()  # as released: a bare .bin
+    assert FastTextScorer(model).labels == ["cc", "hq"]  # fastText lists the most frequent label first
+
+    config = QualityConfig(name="quality", scorer={"model": str(model)}, threshold=0.5)
+    with pytest.raises(ValueError, match=r"no model card .*set `label:`.*\['cc', 'hq'\]"):
+        Quality(config)
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "a.jsonl").write_text("\n".join(json.dumps({"text": t}) for t in good[:5] + bad[:5]))
+    run = {"input": {"uri": str(tmp_path / "in")}, "output": str(tmp_path / "out"),
+           "stages": [{"name": "ingest"}, {"name": "quality", "scorer": {"model": str(model)}, "threshold": 0.5}]}
+    with pytest.raises(ValueError, match="set `label:`"):
+        curate.fn(run)
+    assert not (tmp_path / "out" / "ingest").exists()  # failed before any stage ran
+
+    kept = Quality(config.model_copy(update={"label": "hq"})).apply(docs(good[:20] + bad[:20])).kept
+    assert set(kept.column("text").to_pylist()) == set(good[:20])
+
+    labelled = tmp_path / "labelled.jsonl"
+    labelled.write_text("\n".join(json.dumps({"text": t, "label": lab}) for t, lab in [(good[0], "hq"), (bad[0], "cc")]))
+    result = subprocess.run([sys.executable, "-m", "winnow.flows.cli", "train", "quality", "--data", str(labelled),
+                             "--out", str(tmp_path / "m.bin")], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and "--positive" in result.stdout and "['cc', 'hq']" in result.stdout
