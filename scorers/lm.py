@@ -6,6 +6,12 @@ so every token is scored exactly once (the first with a BOS/EOS token as context
 tokenizer has one). Windows from all documents are sorted by length and batched under a token
 budget; the LM head and cross-entropy run through `winnow.gpu.fused_ce.token_nll`, which never
 materialises the full (tokens x vocab) logits in fp32.
+
+A score must equal the model's own loss. The fused path reproduces the heads it knows (a bias,
+logit scaling, final-logit soft-capping: see `OutputHead`); at load, a probe sequence is scored and
+compared with `model(input_ids, labels=...).loss`. When the fused head disagrees (a head with parts
+winnow does not know), scoring falls back to the model's own logits, in batches small enough to
+bound the (tokens x vocab) logits; a model whose own logits do not give its loss either is refused.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ from __future__ import annotations
 import math
 import os
 from contextlib import nullcontext
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +27,37 @@ import torch
 
 from winnow.gpu.engine import pick_device, plan_batches
 from winnow.gpu.fused_ce import token_nll
+
+PROBE_TOKENS = 32
+PROBE_RTOL = 1e-4
+LOGIT_BUDGET = {"cuda": 1 << 28, "cpu": 1 << 25}  # logits (floats) per batch on the model-logits path
+
+
+@dataclass
+class OutputHead:
+    """A causal LM's output head in the form the fused NLL computes: softcap(scale * (h @ W.T + b))."""
+
+    weight: torch.Tensor
+    bias: torch.Tensor | None = None
+    scale: float = 1.0
+    softcap: float | None = None
+
+    @classmethod
+    def of(cls, model) -> "OutputHead | None":
+        """The head read off the model and its config (None: no linear output layer to read)."""
+        head = model.get_output_embeddings()
+        if not isinstance(head, torch.nn.Linear):
+            return None
+        config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+        scale = 1.0
+        if getattr(config, "logits_scaling", None):  # Granite: logits / logits_scaling
+            scale /= config.logits_scaling
+        if getattr(config, "logit_scale", None):  # Cohere: logits * logit_scale
+            scale *= config.logit_scale
+        return cls(head.weight, head.bias, scale, getattr(config, "final_logit_softcapping", None))
+
+    def nll(self, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return token_nll(hidden, self.weight, targets, self.bias, self.scale, self.softcap)
 
 
 class LMScorer:
@@ -42,6 +80,38 @@ class LMScorer:
         self.start_id = self.tokenizer.bos_token_id if self.tokenizer.bos_token_id is not None \
             else self.tokenizer.eos_token_id
         self.max_batch_tokens = max_batch_tokens or (32768 if self.device.type == "cuda" else 4096)
+        self.head = self._checked_head(path)
+        if self.head is None:  # the model's own logits: bound tokens x vocab per batch
+            vocab = self.model.get_output_embeddings().weight.shape[0]
+            self.max_batch_tokens = min(self.max_batch_tokens,
+                                        max(self.context, LOGIT_BUDGET.get(self.device.type, 1 << 25) // vocab))
+
+    def _checked_head(self, path: Path) -> OutputHead | None:
+        """The fused head if it reproduces the model's own loss on a probe sequence, else None (the
+        model's own logits) if those do; a model neither reproduces is refused."""
+        vocab = min(len(self.tokenizer), self.model.get_input_embeddings().num_embeddings)
+        ids = torch.randint(0, vocab, (1, PROBE_TOKENS), generator=torch.Generator().manual_seed(0)).to(self.device)
+        rows, cols = [0] * (PROBE_TOKENS - 1), list(range(PROBE_TOKENS - 1))
+        with torch.inference_mode():
+            expected = self.model(input_ids=ids, labels=ids).loss.item() * (PROBE_TOKENS - 1)
+            mask = torch.ones_like(ids)
+            fused, got = OutputHead.of(self.model), {}
+            for name, head in ([("fused head", fused)] if fused else []) + [("model's logits", None)]:
+                got[name] = self._nll(ids, mask, rows, cols, ids[0, 1:], head).sum().item()
+                if math.isclose(got[name], expected, rel_tol=PROBE_RTOL):
+                    return head
+        raise ValueError(f"cannot reproduce the loss of {path} ({type(self.model).__name__}): on a probe sequence "
+                         f"its own loss is {expected:.6f} nats, winnow's " +
+                         ", ".join(f"{k} {v:.6f}" for k, v in got.items()))
+
+    def _nll(self, ids: torch.Tensor, mask: torch.Tensor, rows: list[int], cols: list[int], targets: torch.Tensor,
+             head: OutputHead | None) -> torch.Tensor:
+        """NLL (fp32) of `targets` predicted at positions (rows, cols) of a padded batch."""
+        if head is not None:
+            hidden = self.model.base_model(input_ids=ids, attention_mask=mask).last_hidden_state
+            return head.nll(hidden[rows, cols], targets)
+        logits = self.model(input_ids=ids, attention_mask=mask).logits[rows, cols].float()
+        return torch.logsumexp(logits, dim=-1) - logits.gather(1, targets[:, None])[:, 0]
 
     def windows(self, ids: list[int]) -> list[tuple[list[int], int]]:
         """(window tokens, number of trailing tokens it scores) covering every token once."""
@@ -61,8 +131,6 @@ class LMScorer:
         jobs = [(doc, w, n) for doc, ids in enumerate(encoded) for w, n in self.windows(ids)]
         results: list[list[np.ndarray]] = [[] for _ in texts]
         pieces: dict[int, np.ndarray] = {}
-        base = self.model.base_model
-        head = self.model.get_output_embeddings().weight
         autocast = torch.autocast("cuda", dtype=torch.bfloat16) if self.device.type == "cuda" else nullcontext()
         with torch.inference_mode(), autocast:
             for batch in plan_batches([len(w) for _, w, _ in jobs], self.max_batch_tokens):
@@ -72,7 +140,6 @@ class LMScorer:
                 for row, j in enumerate(batch):
                     ids[row, : len(jobs[j][1])] = torch.tensor(jobs[j][1])
                     mask[row, : len(jobs[j][1])] = 1
-                hidden = base(input_ids=ids.to(self.device), attention_mask=mask.to(self.device)).last_hidden_state
                 rows, cols, targets = [], [], []
                 for row, j in enumerate(batch):  # hidden at p-1 predicts token p, for the scored tail
                     length, scored = len(jobs[j][1]), jobs[j][2]
@@ -80,7 +147,8 @@ class LMScorer:
                     rows += [row] * scored
                     cols += [p - 1 for p in positions]
                     targets += [jobs[j][1][p] for p in positions]
-                nll = token_nll(hidden[rows, cols], head, torch.tensor(targets, device=self.device)).cpu().numpy()
+                nll = self._nll(ids.to(self.device), mask.to(self.device), rows, cols,
+                                torch.tensor(targets, device=self.device), self.head).cpu().numpy()
                 offset = 0
                 for row, j in enumerate(batch):
                     pieces[j] = nll[offset: offset + jobs[j][2]]
