@@ -222,9 +222,9 @@ class QualityConfig(StrictModel):
     label: str | None = Field(None, description="the 'high quality' label; default: the model card's positive label")
     mode: Literal["filter", "annotate"] = "filter"
     threshold: float | None = Field(None, description="keep documents scoring at least this")
-    keep_top: Fraction | None = Field(None, description="keep this share of the corpus with the highest scores")
+    keep_top: Fraction | None = Field(None, description="keep exactly this share of the corpus with the highest "
+                                                        "scores (ties by id)")
     share_by: Literal["documents", "characters"] = "documents"
-    score_range: tuple[float, float] = Field((0.0, 1.0), description="range of scores for the top-share histogram")
 
     @model_validator(mode="after")
     def _one_rule(self) -> "QualityConfig":
@@ -249,7 +249,7 @@ class ColorFilterConfig(StrictModel):
     name: Literal["color_filter"]
     prior: str = Field(description="causal LM directory (Hugging Face format)")
     conditional: str = Field(description="the prior fine-tuned on target text")
-    tau: float = Field(4.0, gt=1.0, description="keep the highest-scoring 1/tau of the pool")
+    tau: float = Field(4.0, gt=1.0, description="keep the ⌊N/tau⌋ highest-scoring documents of the pool")
     selection: Literal["global", "block"] = Field(
         "global", description="global: one corpus-wide cut-off; block: the top 1/tau of every block of documents")
     block_size: int = Field(256, ge=2, description="documents per block (tau * n) when selection is 'block'")
@@ -259,7 +259,6 @@ class ColorFilterConfig(StrictModel):
     num_gpus: float = Field(0, ge=0)
     batch_size: int = Field(64, ge=1)
     mode: Literal["filter", "annotate"] = "filter"
-    score_range: tuple[float, float] = Field((-5.0, 5.0), description="range of the cut-off histogram (nats)")
 
     @property
     def keep_top(self) -> float:

@@ -1,19 +1,21 @@
 """CoLoR-Filter (Brandfonbrener et al. 2024): `color_score` = mean NLL per token under the prior LM
 minus under the conditional LM (the prior fine-tuned on target text). Documents the target data
-made more likely score high; the top 1/tau of the pool is kept, the cut-off found over the whole
-corpus (a histogram per shard, as for quality's top share). With `selection: block`, each shard is
+made more likely score high; exactly ⌊N/tau⌋ documents of the pool are kept, the best-scoring (ties
+by id), the cut-off found over the whole corpus as for quality's top share. With `selection: block`, each shard is
 cut into blocks of `block_size` documents (tau * n, in row order) and the top 1/tau of every block
 is kept, as in the paper's batch-wise selection of n from tau * n."""
 
 from __future__ import annotations
 
 import math
+from fractions import Fraction
 from functools import lru_cache
 
 import numpy as np
 import pyarrow as pa
 
 from winnow.stages.scoring import ScoreStage
+from winnow.stages.selection import exact_share
 
 
 @lru_cache(maxsize=4)
@@ -53,12 +55,11 @@ class ColorFilter(ScoreStage):
                    for s in table.column("color_score").to_numpy()[~keep]]
         return ["below_top_share"] * len(details), details
 
+    def share(self) -> Fraction:
+        return 1 / exact_share(self.config.tau)
+
     def decide(self, table: pa.Table) -> tuple[np.ndarray, list[str], list[str]]:
-        scores = table.column("color_score").to_numpy()
-        keep = scores >= self.cutoff
-        details = [f"color_score {s:.4f} < cut-off {self.cutoff:.4f} (top 1/{self.config.tau:g})"
-                   for s in scores[~keep]]
-        return keep, ["below_top_share"] * len(details), details
+        return self.top_share_keep(table)
 
 
 def block_top(scores: np.ndarray, block_size: int, tau: float) -> np.ndarray:

@@ -1,5 +1,5 @@
 """Quality: a classifier's probability of the high-quality label as `quality_score`; keep documents
-at or above an absolute threshold, or the top share of the corpus by documents or characters."""
+at or above an absolute threshold, or exactly the top share of the corpus by documents or characters."""
 
 from __future__ import annotations
 
@@ -25,12 +25,9 @@ class Quality(ScoreStage):
         return {self.primary: scores[self.positive]}
 
     def decide(self, table: pa.Table) -> tuple[np.ndarray, list[str], list[str]]:
-        scores = table.column(self.primary).to_numpy()
         if self.config.keep_top is not None:
-            limit, reason = self.cutoff, "below_top_share"
-            rule = f"top {self.config.keep_top:.0%} by {self.config.share_by} (cut-off {limit:.4f})"
-        else:
-            limit, reason, rule = self.config.threshold, "below_threshold", f"threshold {self.config.threshold}"
-        keep = scores >= limit
-        details = [f"{self.primary} {s:.4f} < {rule}" for s in scores[~keep]]
-        return keep, [reason] * len(details), details
+            return self.top_share_keep(table)
+        scores = table.column(self.primary).to_numpy()
+        keep = scores >= self.config.threshold
+        details = [f"{self.primary} {s:.4f} < threshold {self.config.threshold}" for s in scores[~keep]]
+        return keep, ["below_threshold"] * len(details), details

@@ -1,11 +1,9 @@
-"""What model-scored stages (quality, toxicity) share: scoring batches inside Ray workers with a
-model loaded once per worker, and keeping a top share of the whole corpus.
+"""What model-scored stages (quality, toxicity, preselect, color_filter) share: scoring batches inside
+Ray workers with a model loaded once per worker, and keeping an exact top share of the whole corpus.
 
-A top share is found without gathering scores in one process: each shard's scoring task returns
-a fixed-size histogram of its scores (weighted by documents or characters), the histograms are
-summed, and the cut-off is the lower edge of the bin where the cumulative share from the top
-reaches the target (the boundary bin is kept whole, so the share kept can exceed the target by at
-most one bin of 2^16). Scores stay in Ray's object store and are attached to their shard's rows
+For a top share, each shard's scoring task returns its scores (in row order) and its selection keys
+(score, id, weight: see `winnow.stages.selection`); both stay in Ray's object store. The driver finds
+the boundary key without gathering the scores, and each shard's rows are kept by comparing with it
 when the shard is written, so the model runs once per document.
 """
 
@@ -18,9 +16,8 @@ import pyarrow as pa
 
 from winnow.scorers import load_scorer
 from winnow.stages.base import GlobalStage, StageResult
+from winnow.stages.selection import Cutoff, exact_share, find_cutoff, key_table, ray_runner, target_weight
 from winnow.storage.shards import iter_parquet_batches
-
-HISTOGRAM_BINS = 1 << 16
 
 
 class ScoreStage(GlobalStage):
@@ -28,7 +25,7 @@ class ScoreStage(GlobalStage):
 
     def __init__(self, config):
         super().__init__(config)
-        self.cutoff: float | None = None
+        self.cutoff: Cutoff | None = None
         self.kind = "global" if getattr(config, "keep_top", None) is not None else "shard"
 
     def resources(self) -> dict:
@@ -51,6 +48,19 @@ class ScoreStage(GlobalStage):
     def decide(self, table: pa.Table) -> tuple[np.ndarray, list[str], list[str]]:
         """(keep mask, reasons, details of the dropped rows) for a table carrying its score columns."""
         raise NotImplementedError
+
+    def share(self):
+        """The top share to keep, as an exact fraction."""
+        return exact_share(self.config.keep_top)
+
+    def top_share_keep(self, table: pa.Table) -> tuple[np.ndarray, list[str], list[str]]:
+        """(keep mask, reasons, details) of a table by the corpus-wide cut-off."""
+        scores = table.column(self.primary).to_numpy()
+        keep = self.cutoff.keep(scores, table.column("id").to_pylist())
+        rule = f"top {self.share()} by {self.config.share_by}"
+        details = [f"{self.primary} {s:.4f} ranks below the cut-off ({self.cutoff.describe()}) of the {rule}"
+                   for s in scores[~keep]]
+        return keep, ["below_top_share"] * len(details), details
 
     def shard_keep(self, scores: pa.Table) -> np.ndarray | None:
         """A keep mask fixed for a whole shard from its scores (e.g. per-block selection); None: `decide` per batch."""
@@ -94,44 +104,29 @@ class ScoreStage(GlobalStage):
     def plan(self, shards, options) -> tuple[dict[str, list], dict]:
         from winnow.stages.runtime import map_shards, task_resources
 
-        parts, histograms = map_shards(self.name, shards, _score_task, 1, options, self, options.batch_size,
-                                       resources=task_resources(self))
-        total = np.zeros(HISTOGRAM_BINS)
-        for bins, weights in histograms:
-            np.add.at(total, bins, weights)
-        self.cutoff, kept_share = cutoff_for_share(total, self.config.keep_top, self.config.score_range)
-        figures = {"cutoff": self.cutoff, "kept_share_expected": kept_share}
-        return {s.name: parts[i] for i, s in enumerate(shards)}, figures
+        parts, totals = map_shards(self.name, shards, _score_task, 2, options, self, options.batch_size,
+                                   resources=task_resources(self))
+        total = sum(totals)
+        target = target_weight(total, self.share(), self.config.share_by)
+        self.cutoff, figures = find_cutoff(ray_runner(self.name, [keys for _, keys in parts]), target)
+        figures = {"cutoff": self.cutoff.score, "cutoff_id": self.cutoff.doc_id, "share": str(self.share()),
+                   "share_by": self.config.share_by, "total_weight": total, "target_weight": target, **figures}
+        return {s.name: [parts[i][0]] for i, s in enumerate(shards)}, figures
 
 
 def _score_task(shard_index, shard, stage: ScoreStage, batch_size: int):
-    """Scores of one shard (a table of score columns, in row order) and its score histogram."""
-    lo, hi = stage.config.score_range
-    histogram = np.zeros(HISTOGRAM_BINS, dtype=np.float64)
-    tables = []
-    for batch in iter_parquet_batches(shard.source, batch_size, columns=["text"]):
+    """Scores of one shard (a table of score columns, in row order), its selection keys, and its total
+    weight (documents or characters)."""
+    tables, keys, total = [], [], 0
+    for batch in iter_parquet_batches(shard.source, batch_size, columns=["id", "text"]):
         texts = batch.column("text").to_pylist()
         scores = stage.score(texts)
         tables.append(pa.table({c: pa.array(v, pa.float32()) for c, v in scores.items()}))
-        weights = (np.fromiter(map(len, texts), np.float64, len(texts))
-                   if stage.config.share_by == "characters" else np.ones(len(texts)))
-        bins = np.clip(((scores[stage.primary] - lo) / (hi - lo) * HISTOGRAM_BINS).astype(np.int64),
-                       0, HISTOGRAM_BINS - 1)
-        histogram += np.bincount(bins, weights=weights, minlength=HISTOGRAM_BINS)
-    table = pa.concat_tables(tables) if tables else None
-    nonzero = np.flatnonzero(histogram)  # sparse: the driver receives one small histogram per shard
-    return [table, (nonzero.astype(np.int32), histogram[nonzero])]
-
-
-def cutoff_for_share(histogram: np.ndarray, share: float, score_range: tuple[float, float]) -> tuple[float, float]:
-    """Lowest score to keep so that the kept weight is at least `share` of the total."""
-    total = histogram.sum()
-    if total == 0:
-        return score_range[0], 0.0
-    from_top = np.cumsum(histogram[::-1])
-    k = int(np.searchsorted(from_top, share * total - 1e-9))  # bins taken from the top
-    k = min(k, len(histogram) - 1)
-    lo, hi = score_range
-    cutoff = lo + (hi - lo) * (len(histogram) - 1 - k) / len(histogram)
-    return float(cutoff), float(from_top[k] / total)
-
+        weights = (np.fromiter(map(len, texts), np.int64, len(texts)) if stage.config.share_by == "characters"
+                   else np.ones(len(texts), np.int64))
+        keys.append(key_table(tables[-1].column(stage.primary), batch.column("id"), weights))
+        total += int(weights.sum())
+    if not tables:
+        return [None, key_table([], pa.array([], pa.string()), np.zeros(0, np.int64)), 0]
+    return [pa.concat_tables(tables), pa.concat_tables(keys).sort_by([("neg", "ascending"), ("id", "ascending")]),
+            total]

@@ -145,12 +145,16 @@ def test_top_share_is_found_over_the_whole_corpus(quality_model, tmp_path, share
     kept = pa.concat_tables(pq.read_table(p) for p in sorted((tmp_path / "out").glob("part-*.parquet")))
     weight = (lambda t: sum(map(len, t.column("text").to_pylist()))) if share_by == "characters" \
         else (lambda t: t.num_rows)
-    share = weight(kept) / weight(docs(texts))
-    assert 0.3 <= share < 0.32
-    cutoff = manifest.extra["cutoff"]
-    assert min(kept.column("quality_score").to_pylist()) >= cutoff
     rejects = pq.read_table(tmp_path / "out" / "rejects")
-    assert max(rejects.column("quality_score").to_pylist()) < cutoff
+    rank = lambda t: list(zip((-s for s in t.column("quality_score").to_pylist()), t.column("id").to_pylist()))  # noqa: E731
+    assert max(rank(kept)) < min(rank(rejects))  # every kept document ranks before every rejected one
+    total = weight(docs(texts))
+    if share_by == "documents":
+        assert kept.num_rows == len(texts) * 3 // 10  # exactly ⌊0.3 N⌋
+    else:  # the fewest best-ranked documents reaching 30% of the characters
+        last = len(kept.column("text")[rank(kept).index(max(rank(kept)))].as_py())
+        assert weight(kept) >= 0.3 * total > weight(kept) - last
+    assert manifest.extra["kept_weight"] == weight(kept) and manifest.extra["cutoff"] == -max(rank(kept))[0]
 
 
 @pytest.mark.usefixtures("ray_local")

@@ -59,9 +59,14 @@ def test_color_filter_selects_target_like_passages_above_base_rate(tmp_path):
     selected_rate = sum(i.startswith("target") for i in kept.column("id").to_pylist()) / kept.num_rows
     print(f"\nCoLoR-Filter tau=4: kept {kept.num_rows}/{len(pool)}; target-like share {selected_rate:.2%} "
           f"vs base rate {base_rate:.2%} ({selected_rate / base_rate:.1f}x)")
-    assert 0.25 <= kept.num_rows / len(pool) < 0.27
+    assert kept.num_rows == len(pool) // 4  # exactly ⌊N/tau⌋
     assert selected_rate >= 2 * base_rate
     assert {"color_score", "prior_nll", "conditional_nll"} <= set(kept.schema.names)
+
+    # Item 4 of issue 13: tau = 3 keeps ⌊500/3⌋ = 166 (a histogram's boundary bin kept 167 or more).
+    run_stage(ColorFilter(cfg.model_copy(update={"tau": 3})), shards, resolve(str(tmp_path / "tau3")), "h3",
+              RuntimeOptions(run_id="t3", progress=False))
+    assert sum(pq.read_metadata(p).num_rows for p in (tmp_path / "tau3").glob("part-*.parquet")) == len(pool) // 3
 
     # Per-block selection (n from tau * n): every block of 50 rows of a shard keeps its top 13.
     block_cfg = cfg.model_copy(update={"selection": "block", "block_size": 50})
@@ -115,5 +120,76 @@ def test_preselect_trains_from_model_losses_and_keeps_a_character_share(tmp_path
     kept = pq.read_table(tmp_path / "out" / "part-00000.parquet")
     share = sum(map(len, kept.column("text").to_pylist())) / sum(map(len, corpus))
     rejected = pq.read_table(tmp_path / "out" / "rejects")
-    assert 0.1 <= share < 0.2, share  # the boundary score bin is kept whole
-    assert min(kept.column("preselect_score").to_pylist()) > max(rejected.column("preselect_score").to_pylist())
+    assert min(kept.column("preselect_score").to_pylist()) >= max(rejected.column("preselect_score").to_pylist())
+    # the fewest best-ranked documents holding 10% of the characters: without the last-ranked one it is short
+    ranked = sorted(zip(*(kept.column(c).to_pylist() for c in ("preselect_score", "id", "text"))),
+                    key=lambda row: (-row[0], row[1]))
+    last = len(ranked[-1][2])
+    assert share >= 0.1 > share - last / sum(map(len, corpus)), share
+
+
+# ---- Item 4 of issue 13: exact top-share selection (no histogram, no score range).
+
+def select(shards, share, share_by="documents", gather_limit=1 << 20, samples=1024):
+    """Run the distributed selection in-process over shards of (scores, ids, weights)."""
+    from winnow.stages.selection import exact_share, find_cutoff, key_table, target_weight
+
+    tables = [key_table(np.array(s, dtype=np.float32), pa.array(i, pa.string()), np.array(w, np.int64))
+              for s, i, w in shards]
+    total = sum(int(np.sum(w)) for _, _, w in shards)
+    target = target_weight(total, exact_share(share), share_by)
+    cutoff, figures = find_cutoff(lambda fn, *args: [fn(t, *args) for t in tables], target, gather_limit, samples)
+    kept = {i for s, ids, _ in shards for i, k in zip(ids, cutoff.keep(np.array(s, np.float32), ids)) if k}
+    return cutoff, kept, figures
+
+
+def test_top_share_selection_is_exact_with_ties_broken_by_id():
+    shard_a = ([0.9, 0.5, 0.1], ["a", "d", "e"], [1, 1, 1])
+    shard_b = ([0.5, 0.5], ["c", "b"], [1, 1])
+    cutoff, kept, _ = select([shard_a, shard_b], 0.4)  # 2 of 5: the 0.9, then the lowest id among the 0.5s
+    assert (cutoff.score, cutoff.doc_id) == (0.5, "b") and kept == {"a", "b"}
+    assert select([shard_a, shard_b], 0.8)[1] == {"a", "b", "c", "d"}
+    assert select([shard_a, shard_b], 0.1)[1] == set()  # ⌊0.5⌋ = 0 documents
+
+
+def test_top_share_selection_keeps_exactly_its_share_of_all_equal_scores():
+    ids = [f"doc-{i:02d}" for i in range(10)]
+    shards = [([0.7] * 5, ids[5:], [1] * 5), ([0.7] * 5, ids[:5], [1] * 5)]
+    assert select(shards, 0.3)[1] == {"doc-00", "doc-01", "doc-02"}  # ⌊10 x 0.3⌋ = 3, not ⌊2.9999⌋
+
+
+def test_top_share_selection_needs_no_score_range():
+    scores = [1e9, -1e12, 3e30, -np.inf, np.nan, 5.0]
+    ids = ["a", "b", "c", "d", "e", "f"]
+    assert select([(scores, ids, [1] * 6)], 0.5)[1] == {"c", "a", "f"}
+    assert select([(scores, ids, [1] * 6)], 5 / 6)[1] == {"c", "a", "f", "b", "d"}  # NaN ranks last
+
+
+def test_top_share_by_characters_cuts_inside_a_tie_group():
+    # ranks: x (0.9, 40 chars), then the tie group at 0.6 by id: p (10), q (30), r (20); then z (0.2, 100).
+    # 25% of 200 characters = 50: x (40) + p (10) reaches it exactly; 30% = 60 needs q too (80).
+    shards = [([0.9, 0.6, 0.2], ["x", "r", "z"], [40, 20, 100]), ([0.6, 0.6], ["q", "p"], [30, 10])]
+    cutoff, kept, figures = select(shards, 0.25, "characters")
+    assert kept == {"x", "p"} and figures["kept_weight"] == 50
+    cutoff, kept, figures = select(shards, 0.3, "characters")
+    assert kept == {"x", "p", "q"} and (cutoff.score, cutoff.doc_id) == (np.float32(0.6), "q")
+
+
+def test_top_share_selection_refines_over_rounds_to_the_reference_ranking():
+    """Many shards, heavy ties and a window far larger than the gather limit: the result equals a full
+    sort of (score desc, id asc), the reference, after several rounds."""
+    rng = np.random.default_rng(0)
+    n = 20_000
+    scores = np.round(rng.normal(size=n), 2).astype(np.float32)  # ~700 distinct values: big tie groups
+    ids = [f"{rng.integers(1 << 40):012x}-{i}" for i in range(n)]
+    order = sorted(range(n), key=lambda i: (-float(scores[i]), ids[i]))
+    for share, share_by in [(0.1, "documents"), (0.37, "documents"), (0.5, "characters")]:
+        weights = rng.integers(1, 500, n) if share_by == "characters" else np.ones(n, np.int64)
+        shards = [(scores[s::7], ids[s::7], weights[s::7]) for s in range(7)]
+        _, kept, figures = select(shards, share, share_by, gather_limit=50, samples=8)
+        if share_by == "documents":
+            expected = {ids[i] for i in order[: int(n * share)]}
+        else:
+            cumulative = np.cumsum(weights[order])
+            expected = {ids[i] for i in order[: int(np.searchsorted(cumulative, np.ceil(weights.sum() * share))) + 1]}
+        assert kept == expected and figures["selection_rounds"] > 2 and figures["keys_gathered"] <= 50
