@@ -177,12 +177,12 @@ def _train(args: argparse.Namespace) -> int:
 
 def _training_texts(args: argparse.Namespace) -> list[str]:
     """The texts of --data FILE (or --positives FILE ...), at most --max-per-class of them, sampled."""
-    from winnow.scorers.data import read_texts
+    from winnow.scorers.data import read_benchmark_texts, read_texts
 
     files = [args.data] if args.data else args.positives
     if not files:
         raise ValueError(f"give the training text with --data FILE (for {args.kind})")
-    texts = read_texts(files, args.text_field)
+    texts = read_benchmark_texts(files) if args.format == "benchmark" else read_texts(files, args.text_field)
     if args.max_per_class:
         texts = random.Random(args.seed).sample(texts, min(len(texts), args.max_per_class))
     return texts
@@ -194,7 +194,8 @@ def _train_lm_or_preselect(args: argparse.Namespace) -> int:
         from winnow.scorers.lm import train_lm
 
         figures = train_lm(texts, args.out, init=args.init, tokenizer=args.tokenizer, epochs=args.epochs,
-                           seq_len=args.seq_len, batch_size=args.batch_size, lr=args.lm_lr)
+                           seq_len=args.seq_len, batch_size=args.batch_size, lr=args.lm_lr,
+                           warmup_steps=args.warmup_steps)
         console.print(f"trained LM -> {args.out}: {figures}")
         return 0
     from winnow.scorers.preselect import train_preselect
@@ -247,7 +248,12 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--epochs", type=float, default=1.0)
     train.add_argument("--seq-len", type=int, default=256)
     train.add_argument("--batch-size", type=int, default=16)
-    train.add_argument("--lm-lr", type=float, default=3e-3, help="lm: AdamW learning rate")
+    train.add_argument("--lm-lr", type=float, help="lm: peak AdamW learning rate (default 1e-3 with --init, as "
+                                                    "color-filter-olmo fine-tunes; 3e-3 for a new small model)")
+    train.add_argument("--warmup-steps", type=int, default=100, help="lm: linear warm-up, then cosine decay")
+    train.add_argument("--format", choices=["text", "benchmark"], default="text",
+                       help="lm: 'benchmark' reads --data as llm-foundry benchmark items (query/choices/gold, "
+                            "...) and trains on each with its correct answer")
     train.add_argument("--models", nargs="+", help="preselect: LM directories")
     train.add_argument("--benchmark-scores", nargs="+", type=float, help="preselect: one score per model")
     train.add_argument("--vocab-size", type=int, default=32000, help="tokenizer: vocabulary size")

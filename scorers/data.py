@@ -1,4 +1,5 @@
-"""Reading labelled training text: JSONL/JSON(.gz), Parquet, CSV, or plain text (one example per line)."""
+"""Reading training text: JSONL/JSON(.gz), Parquet, CSV, or plain text (one example per line), labelled
+text for classifiers, and benchmark items as fine-tuning text for CoLoR-Filter's conditional model."""
 
 from __future__ import annotations
 
@@ -38,6 +39,41 @@ def read_texts(paths: list[str | Path], text_field: str = "text", min_chars: int
     for path in paths:
         column = _column(read_table(path), text_field, path).cast(pl.Utf8)
         texts += [t for t in column.to_list() if t and len(t) >= min_chars]
+    return texts
+
+
+def benchmark_text(item: dict) -> str:
+    """One benchmark item in llm-foundry's local-data JSONL form as text with its correct answer: the
+    context, one space, the answer (OLMo's `doc_to_sft`, which CoLoR-Filter fine-tunes on, joins a
+    task's prompt and its gold continuation the same way).
+
+    - multiple choice `{query, choices, gold}`: query + " " + choices[gold]
+    - language modelling `{context, continuation}`: context + " " + continuation
+    - Winogrande `{context_options, continuation, gold}`: context_options[gold] + " " + continuation
+    - TriviaQA `{context, answer}`: context + " " + answer
+    """
+    if {"query", "choices", "gold"} <= item.keys():
+        context, answer = item["query"], item["choices"][int(item["gold"])]
+    elif {"context_options", "continuation", "gold"} <= item.keys():
+        context, answer = item["context_options"][int(item["gold"])], item["continuation"]
+    elif {"context", "continuation"} <= item.keys():
+        context, answer = item["context"], item["continuation"]
+    elif {"context", "answer"} <= item.keys():
+        context, answer = item["context"], item["answer"]
+    else:
+        raise ValueError(f"not a benchmark item in llm-foundry's form (query/choices/gold, context/continuation, "
+                         f"context_options/continuation/gold or context/answer): keys {sorted(item)}")
+    return f"{context} {answer}"
+
+
+def read_benchmark_texts(paths: list[str | Path]) -> list[str]:
+    """Every item of llm-foundry-form benchmark files as fine-tuning text (`benchmark_text`)."""
+    texts: list[str] = []
+    for path in paths:
+        try:
+            texts += [benchmark_text(item) for item in read_table(path).to_dicts()]
+        except ValueError as err:
+            raise ValueError(f"{path}: {err}") from None
     return texts
 
 

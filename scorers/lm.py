@@ -183,13 +183,39 @@ def make_tiny_lm(path: str | Path, tokenizer_dir: str | Path, context: int = 128
     return path
 
 
-def train_lm(texts: list[str], out: str | Path, *, init: str | Path | None = None, tokenizer: str | Path | None = None,
-             epochs: float = 1.0, seq_len: int = 64, batch_size: int = 16, lr: float = 3e-3, hidden: int = 64,
-             layers: int = 2, seed: int = 0, device: str = "auto") -> dict:
-    """Train a small GPT-style LM on `texts` (with `tokenizer`), or fine-tune the model at `init`.
+def block_batches(n_blocks: int, batch_size: int, epochs: float, seed: int) -> list[list[int]]:
+    """Batches of block indices: every whole epoch is a seeded permutation that visits each block exactly
+    once (its last batch may be smaller); a fractional last epoch takes the start of its permutation."""
+    generator = torch.Generator().manual_seed(seed)
+    batches, left = [], max(1, round(epochs * n_blocks))
+    while left > 0:
+        order = torch.randperm(n_blocks, generator=generator).tolist()[:left]
+        batches += [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+        left -= len(order)
+    return batches
 
-    Texts are tokenized with an EOS after each, concatenated and cut into `seq_len` blocks, which
-    are visited in a seeded order for `epochs` passes with AdamW. Returns the training figures.
+
+def cosine_with_warmup(step: int, steps: int, warmup: int, final: float = 0.1) -> float:
+    """Learning-rate factor: linear warm-up to 1 over `warmup` steps, then cosine decay to `final`
+    (OLMo's `cosine_with_warmup` with `alpha_f` 0.1, as color-filter-olmo trains)."""
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = (step - warmup) / max(1, steps - warmup)
+    return final + (1 - final) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def train_lm(texts: list[str], out: str | Path, *, init: str | Path | None = None, tokenizer: str | Path | None = None,
+             epochs: float = 1.0, seq_len: int = 64, batch_size: int = 16, lr: float | None = None,
+             warmup_steps: int = 100, weight_decay: float = 0.0, hidden: int = 64, layers: int = 2, seed: int = 0,
+             device: str = "auto") -> dict:
+    """Train a small GPT-style LM on `texts` (with `tokenizer`), or fine-tune the model at `init` (as
+    CoLoR-Filter makes its conditional model from the prior).
+
+    Texts are tokenized with an EOS after each, concatenated and cut into `seq_len` blocks; each epoch
+    visits every block once in a seeded order (`block_batches`). The optimiser follows color-filter-
+    olmo's fine-tuning config: AdamW (betas 0.9/0.95, eps 1e-15, weight decay 0), peak learning rate
+    1e-3 (3e-3 for a new small model), `warmup_steps` of linear warm-up (at most a quarter of a short
+    run) then cosine decay to a tenth, gradients clipped at norm 1. Returns the training figures.
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -202,6 +228,7 @@ def train_lm(texts: list[str], out: str | Path, *, init: str | Path | None = Non
     else:
         model_dir = make_tiny_lm(Path(out), tokenizer, context=max(seq_len, 64), hidden=hidden, layers=layers,
                                  seed=seed)
+    lr = lr if lr is not None else (1e-3 if init is not None else 3e-3)
     tok = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForCausalLM.from_pretrained(model_dir).to(dev).train()
     eos = tok.eos_token_id
@@ -209,17 +236,21 @@ def train_lm(texts: list[str], out: str | Path, *, init: str | Path | None = Non
     blocks = torch.tensor(stream[: len(stream) // seq_len * seq_len]).view(-1, seq_len)
     if len(blocks) == 0:
         raise ValueError(f"not enough text for one block of {seq_len} tokens")
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
-    generator = torch.Generator().manual_seed(seed)
-    steps = max(1, int(epochs * len(blocks) / batch_size))
+    batches = block_batches(len(blocks), batch_size, epochs, seed)
+    warmup = min(warmup_steps, len(batches) // 4)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.95), eps=1e-15, weight_decay=weight_decay)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: cosine_with_warmup(step, len(batches), warmup))
     losses = []
-    for step in range(steps):
-        batch = blocks[torch.randint(0, len(blocks), (batch_size,), generator=generator)].to(dev)
+    for batch_ids in batches:
+        batch = blocks[batch_ids].to(dev)
         loss = model(input_ids=batch, labels=batch).loss
         optimizer.zero_grad()
         loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
+        schedule.step()
         losses.append(loss.item())
     model.eval().save_pretrained(out)
     tok.save_pretrained(out)
-    return {"steps": steps, "blocks": len(blocks), "first_loss": losses[0], "last_loss": float(np.mean(losses[-10:]))}
+    return {"steps": len(batches), "blocks": len(blocks), "warmup_steps": warmup, "lr": lr,
+            "first_loss": losses[0], "last_loss": float(np.mean(losses[-10:]))}

@@ -10,6 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from conftest import documents, shared
+from winnow.flows.demo import article
 from winnow.schemas.config import ColorFilterConfig
 from winnow.scorers.lm import train_lm
 from winnow.scorers.tokenizer import train_bpe
@@ -193,3 +194,60 @@ def test_top_share_selection_refines_over_rounds_to_the_reference_ranking():
             cumulative = np.cumsum(weights[order])
             expected = {ids[i] for i in order[: int(np.searchsorted(cumulative, np.ceil(weights.sum() * share))) + 1]}
         assert kept == expected and figures["selection_rounds"] > 2 and figures["keys_gathered"] <= 50
+
+
+# ---- Item 5 of issue 13: CoLoR-Filter's conditional model as the paper makes it.
+
+def test_conditional_lm_training_visits_every_block_once_per_epoch():
+    from winnow.scorers.lm import block_batches
+
+    batches = block_batches(10, 3, 2.0, seed=7)
+    assert [len(b) for b in batches] == [3, 3, 3, 1] * 2  # epochs do not share a batch
+    first, second = sum(batches[:4], []), sum(batches[4:], [])
+    assert sorted(first) == sorted(second) == list(range(10)) and first != second  # a new seeded order each epoch
+    assert block_batches(10, 3, 2.0, seed=7) == batches
+    half = sum(block_batches(10, 4, 0.5, seed=1), [])
+    assert len(half) == len(set(half)) == 5  # a fractional epoch: no block twice
+
+
+def test_conditional_lm_schedule_is_cosine_with_warmup():
+    from winnow.scorers.lm import cosine_with_warmup
+
+    # 100 warm-up steps of 1000: 1/100 at the first step, peak at the 100th, a tenth at the end, and
+    # halfway through the decay (step 550) the mean of peak and floor.
+    assert cosine_with_warmup(0, 1000, 100) == pytest.approx(0.01)
+    assert cosine_with_warmup(99, 1000, 100) == pytest.approx(1.0)
+    assert cosine_with_warmup(100, 1000, 100) == pytest.approx(1.0)
+    assert cosine_with_warmup(550, 1000, 100) == pytest.approx(0.55)
+    assert cosine_with_warmup(1000, 1000, 100) == pytest.approx(0.1)
+
+
+def test_train_lm_fine_tunes_with_the_reference_defaults(tmp_path):
+    from winnow.scorers.lm import block_batches
+
+    texts = [article(random.Random(i)) for i in range(40)]
+    tokenizer = train_bpe(texts, 500, tmp_path / "bpe")
+    prior = train_lm(texts, tmp_path / "prior", tokenizer=tokenizer, epochs=1.0, seq_len=32, batch_size=8)
+    figures = train_lm(texts[:20], tmp_path / "conditional", init=tmp_path / "prior", epochs=2.0, seq_len=32,
+                       batch_size=8)
+    assert prior["lr"] == 3e-3 and figures["lr"] == 1e-3  # color-filter-olmo's fine-tuning learning rate
+    assert figures["steps"] == len(block_batches(figures["blocks"], 8, 2.0, seed=0)) == 2 * -(-figures["blocks"] // 8)
+    assert figures["warmup_steps"] == min(100, figures["steps"] // 4)
+
+
+def test_benchmark_items_become_fine_tuning_text_with_the_correct_answer(tmp_path):
+    from winnow.scorers.data import benchmark_text, read_benchmark_texts
+
+    item = {"query": "Question: Which gas do plants take in for photosynthesis?",
+            "choices": ["oxygen", "carbon dioxide", "helium"], "gold": 1}
+    assert benchmark_text(item) == "Question: Which gas do plants take in for photosynthesis? carbon dioxide"
+    assert benchmark_text({"context_options": ["The cup fell so the cup", "The cup fell so the floor"],
+                           "continuation": "broke.", "gold": 0}) == "The cup fell so the cup broke."
+    assert benchmark_text({"context": "The capital of France is", "continuation": "Paris"}) == \
+        "The capital of France is Paris"
+    with pytest.raises(ValueError, match="not a benchmark item"):
+        benchmark_text({"text": "plain"})
+    texts = read_benchmark_texts([shared("reference/llmfoundry_eval_local_data/arc_easy.jsonl")])
+    assert len(texts) == 2376
+    assert texts[0] == ("Question: Which statement best explains why photosynthesis is the foundation of most food "
+                        "webs? Sunlight is the source of energy for nearly all ecosystems.")
