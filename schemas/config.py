@@ -309,6 +309,12 @@ class PackConfig(StrictModel):
     seq_len: int = Field(2048, ge=2)
     min_log2: int = Field(8, ge=0, le=30, description="decompose: shortest bucket 2^min_log2")
     max_log2: int = Field(13, ge=0, le=30, description="decompose: longest bucket 2^max_log2")
+    piece: Literal["targets", "tokens"] = Field(
+        "targets", description="decompose: a bucket-k piece holds 2^k + 1 ids (2^k next-token targets, as "
+                               "apple/ml-dataset-decomposition) or 2^k ids")
+    overflow: Literal["random", "longest"] = Field(
+        "random", description="decompose: the part of a document beyond 2^max_log2 goes to buckets drawn at "
+                              "random (P(k) ~ 2^-k, seeded; the reference's default) or to the longest bucket")
     ranks: int = Field(1, ge=1, description="output parts (one per training rank); each packs its share of shards")
     pad_id: int = Field(0, ge=0)
     seed: int = 0

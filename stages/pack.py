@@ -7,7 +7,8 @@ files. Per rank:
 - `megatron/rank-RRRRR.{bin,idx}`: the documents (seeded order), one Megatron sequence each;
 - `concat`/`bfd`: `<strategy>/rank-RRRRR.parquet` with `input_ids` (seq_len, padded with pad_id),
   `position_ids` restarting at every document piece, `loss_mask` (0 on padding), `cu_seqlens`;
-- `decompose`: `decompose/len-<2^k>/rank-RRRRR.parquet`, one folder per bucket.
+- `decompose`: `decompose/len-<2^k>/rank-RRRRR.parquet`, one folder per bucket (2^k + 1 ids a
+  sequence by default: see `winnow.stages.packing.decompose`).
 
 `summary.json` totals sequences, tokens, padding fraction, documents split, tokens dropped and
 per-bucket counts. The stage's own shards pass the documents through unchanged (counts add up).
@@ -115,13 +116,13 @@ def _pack_rank(rank: int, stage: "Pack", shards, batch_size: int) -> dict:
     summary = {"documents": len(ids), "tokens": int(offsets[-1]), "sequences": 0, "slots": 0,
                "documents_split": 0, "tokens_dropped": 0, "buckets": {}}
     if cfg.strategy == "decompose":
-        buckets = decompose(lengths, cfg.min_log2, cfg.max_log2)
+        buckets = decompose(lengths, cfg.min_log2, cfg.max_log2, cfg.piece, cfg.overflow, cfg.seed + rank)
         for k, sequences in sorted(buckets.items()):
             _write(stage.tokens_dir.join("decompose", f"len-{1 << k:05d}", f"{name}.parquet"), sequences, tokens,
                    offsets, None, cfg.pad_id, dtype)
             summary["buckets"][str(1 << k)] = len(sequences)
             summary["sequences"] += len(sequences)
-            summary["slots"] += len(sequences) << k
+            summary["slots"] += sum(e - s for seq in sequences for _, s, e in seq)
         all_pieces = [seq for sequences in buckets.values() for seq in sequences]
     else:
         all_pieces = concat(lengths, cfg.seq_len, cfg.seed + rank) if cfg.strategy == "concat" \

@@ -8,15 +8,23 @@ Each returns sequences as lists of pieces `(document index, start, end)`, so cal
   (the remainder is a chunk too); chunks, longest first, go into the fullest open bin they fit
   (smallest remaining capacity >= the chunk), found in O(log seq_len) with a segment tree over
   remaining capacities.
-- `decompose`: dataset decomposition (Pouransari et al. 2024): each document is cut into pieces
-  whose lengths are the powers of two of its length's binary expansion, at most 2^max_log2;
-  pieces shorter than 2^min_log2 are dropped; each piece is a sequence in bucket log2(length).
+- `decompose`: dataset decomposition (Pouransari et al. 2024), as apple/ml-dataset-decomposition's
+  `scripts/make_dd_buckets.py` (`get_binary`) cuts documents: repeatedly, the longest piece of 2^k
+  targets that fits the rest of the document goes to bucket k; a piece holds 2^k + 1 token ids
+  (`piece: targets`: 2^k inputs and 2^k next-token targets, the reference's convention) or 2^k ids
+  (`piece: tokens`, consecutive pieces not sharing a token). While the rest is longer than
+  2^max_log2, k is drawn at random between min_log2 and max_log2 with probability proportional to
+  2^-k, so long documents spread their tokens evenly over the buckets (`overflow: random`, the
+  reference's default, seeded here), or is max_log2 (`overflow: longest`). A rest shorter than
+  2^min_log2 (+ 1) is dropped.
 """
 
 from __future__ import annotations
 
 import random
 from collections import defaultdict
+
+import numpy as np
 
 Piece = tuple[int, int, int]  # (document, start, end)
 
@@ -96,16 +104,24 @@ def bfd(lengths: list[int], seq_len: int) -> list[list[Piece]]:
     return bins
 
 
-def decompose(lengths: list[int], min_log2: int, max_log2: int) -> dict[int, list[list[Piece]]]:
-    """Bucket k -> sequences of exactly 2^k tokens, each from one document."""
+def decompose(lengths: list[int], min_log2: int, max_log2: int, piece: str = "targets", overflow: str = "random",
+              seed: int = 0) -> dict[int, list[list[Piece]]]:
+    """Bucket k -> sequences of 2^k (+ 1 with `piece` "targets") tokens, each from one document."""
+    extra = 1 if piece == "targets" else 0
+    rng = np.random.default_rng(seed)
+    ks = np.arange(max_log2, min_log2 - 1, -1)
+    p = 2.0 ** np.arange(len(ks))  # P(k) proportional to 2^-k: equal tokens per bucket
+    p /= p.sum()
     buckets: dict[int, list[list[Piece]]] = defaultdict(list)
     for doc, n in enumerate(lengths):
         start = 0
-        for k in range(max_log2, min_log2 - 1, -1):
-            size = 1 << k
-            while n - start >= size and (k == max_log2 or (n - start) & size):
-                buckets[k].append([(doc, start, start + size)])
-                start += size
-                if k != max_log2:
-                    break
+        while n - start - extra >= 1:
+            k = (n - start - extra).bit_length() - 1  # the longest piece that fits
+            if k < min_log2:
+                break
+            if k > max_log2:
+                k = int(rng.choice(ks, p=p)) if overflow == "random" else max_log2
+            size = (1 << k) + extra
+            buckets[k].append([(doc, start, start + size)])
+            start += size
     return dict(buckets)

@@ -81,11 +81,14 @@ def test_megatron_files_hold_every_document(tokenized):
 
 def test_decompose_buckets(tokenized):
     root, shards, docs = tokenized
-    _, tokens = run_pack(root, shards, "dd", strategy="decompose", min_log2=4, max_log2=8)
-    summary = json.loads((tokens / "summary.json").read_text())
-    for size, count in summary["buckets"].items():
-        table = pq.read_table(tokens / "decompose" / f"len-{int(size):05d}")
-        assert table.num_rows == count
-        assert set(map(len, table.column("input_ids").to_pylist())) == {int(size)}
-    assert summary["tokens_dropped"] == sum(len(d) % 16 for d in docs.values())
+    for name, piece, extra in [("dd", "targets", 1), ("dd-tokens", "tokens", 0)]:
+        _, tokens = run_pack(root, shards, name, strategy="decompose", min_log2=4, max_log2=8, piece=piece,
+                             overflow="longest")
+        summary = json.loads((tokens / "summary.json").read_text())
+        for size, count in summary["buckets"].items():
+            table = pq.read_table(tokens / "decompose" / f"len-{int(size):05d}")
+            assert table.num_rows == count
+            assert set(map(len, table.column("input_ids").to_pylist())) == {int(size) + extra}
+        assert summary["tokens"] - summary["tokens_dropped"] == summary["slots"]  # pieces are never padded
+    assert summary["tokens_dropped"] == sum(len(d) % 16 for d in docs.values())  # 2^k ids: only tails < 16
 

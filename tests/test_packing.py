@@ -51,7 +51,7 @@ def test_bfd_loses_nothing_and_never_overfills(lengths, seq_len):
 @settings(max_examples=200, deadline=None)
 @given(lengths_strategy, st.integers(1, 4), st.integers(4, 8))
 def test_decompose_buckets_hold_single_document_power_of_two_sequences(lengths, min_log2, max_log2):
-    buckets = decompose(lengths, min_log2, max_log2)
+    buckets = decompose(lengths, min_log2, max_log2, piece="tokens", overflow="longest")
     kept = 0
     for k, sequences in buckets.items():
         assert min_log2 <= k <= max_log2
@@ -60,6 +60,34 @@ def test_decompose_buckets_hold_single_document_power_of_two_sequences(lengths, 
             kept += 1 << k
     dropped = sum(n % (1 << min_log2) for n in lengths)  # only the tail below 2^min_log2 is dropped
     assert kept == sum(lengths) - dropped
+
+
+def test_decomposition_matches_the_reference_piece_convention():
+    """Item 6 of issue 13, hand-worked as apple/ml-dataset-decomposition's get_binary cuts a document
+    of 1000 ids (min_log2 4, max_log2 8): pieces of 2^k + 1 ids, 257 while the rest exceeds 2^8 + 1
+    (with overflow 'longest'), then 129, 65, 33; the last 2 ids are dropped."""
+    pieces = lambda buckets: sorted(e - s for seqs in buckets.values() for (_, s, e), in seqs)  # noqa: E731
+    buckets = decompose([1000], 4, 8, piece="targets", overflow="longest")
+    assert pieces(buckets) == [33, 65, 129, 257, 257, 257]
+    assert {k: len(v) for k, v in buckets.items()} == {8: 3, 7: 1, 6: 1, 5: 1}
+    starts = sorted(s for seqs in buckets.values() for (_, s, _), in seqs)
+    assert starts == [0, 257, 514, 771, 900, 965]  # consecutive pieces share no id
+    # a document no longer than 2^max + 1 is cut the same way whatever `overflow` says: 300 -> 257 + 33
+    assert pieces(decompose([300], 4, 8)) == [33, 257]
+    # the named option for winnow's earlier convention: 2^k ids, 1000 = 3 x 256 + 128 + 64 + 32 (+ 8 dropped)
+    assert pieces(decompose([1000], 4, 8, piece="tokens", overflow="longest")) == [32, 64, 128, 256, 256, 256]
+
+
+def test_decomposition_spreads_long_documents_over_buckets_at_random():
+    """The reference's default for the part beyond 2^max: k drawn with P(k) ~ 2^-k, so every bucket
+    gets about the same number of tokens (1/6 each for buckets 2^8..2^13); seeded."""
+    buckets = decompose([2_000_000], 8, 13, seed=3)
+    tokens = {k: sum(e - s for (_, s, e), in seqs) for k, seqs in buckets.items()}
+    assert set(tokens) == set(range(8, 14))
+    for k, n in tokens.items():
+        assert all(e - s == (1 << k) + 1 for (_, s, e), in buckets[k])
+        assert abs(n / sum(tokens.values()) - 1 / 6) < 0.03, tokens
+    assert decompose([2_000_000], 8, 13, seed=3) == buckets and decompose([2_000_000], 8, 13, seed=4) != buckets
 
 
 def write_corpus(prefix, n_docs, seed):
