@@ -23,6 +23,8 @@ console = Console(stderr=False)
 
 
 def _print_summary(summary: dict) -> None:
+    from winnow.flows.report import describe_counters
+
     table = Table(title="winnow run", show_lines=False)
     for col, justify in [("stage", "left"), ("in", "right"), ("kept", "right"), ("rejected", "right"),
                          ("rejected by reason", "left"), ("", "left")]:
@@ -30,8 +32,10 @@ def _print_summary(summary: dict) -> None:
     for name, c in summary["stages"].items():
         reasons = ", ".join(f"{r} {n}" for r, n in sorted(c["rejected_by_reason"].items(), key=lambda kv: -kv[1]))
         added = f" + {c['rows_added']:,} made" if c.get("rows_added") else ""  # split parts, synthetic rows
+        notes = ["skipped (complete)"] if c["skipped"] else []
+        notes += [describe_counters(c["counters"])] if c.get("counters") else []
         table.add_row(name, f"{c['rows_in']:,}{added}", f"{c['rows_out']:,}", f"{c['rows_rejected']:,}", reasons or "-",
-                      "skipped (complete)" if c["skipped"] else "")
+                      "; ".join(notes))
     console.print(table)
     console.print(f"outputs: {summary['output']}/<stage>/part-*.parquet, rejects: {summary['output']}/<stage>/rejects/")
     console.print(f"manifests: {summary['output']}/<stage>/_manifest.json, run summary: {summary['output']}/_run.json")

@@ -64,7 +64,8 @@ def stage_task(stage_name: str, stage, shards: list[Shard], stage_dir: Location,
     counts = {
         "stage": stage_name, "kind": manifest.kind, "shards": len(manifest.shards), "rows_in": manifest.rows_in,
         "rows_out": manifest.rows_out, "rows_rejected": manifest.rows_rejected, "rows_added": manifest.rows_added,
-        "rejected_by_reason": manifest.rejected_by_reason, "seconds": manifest.seconds, "skipped": skipped,
+        "rejected_by_reason": manifest.rejected_by_reason, "counters": manifest.counters,
+        "seconds": manifest.seconds, "skipped": skipped,
         "output": stage_dir.uri, **({"extra": manifest.extra} if manifest.extra else {}),
     }
     logger.info("%s%s: %d in, %d kept, %d rejected", stage_name, " (already complete, skipped)" if skipped else "",

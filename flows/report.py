@@ -123,6 +123,14 @@ def _marks(name: str, config: dict, extra: dict) -> list[tuple[float, str]]:
     return marks
 
 
+def describe_counters(counters: dict[str, int]) -> str:
+    """A stage's counters in one line; real and synthetic tokens with the ratio achieved."""
+    text = ", ".join(f"{name} {n:,}" for name, n in counters.items())
+    if counters.get("real_tokens"):
+        text += f" (synthetic:real tokens {counters.get('synthetic_tokens', 0) / counters['real_tokens']:.3f})"
+    return text
+
+
 def build_report(output: str | Location, max_values: int = 1_000_000) -> str:
     """The report's HTML for a run's output directory."""
     out = output if isinstance(output, Location) else resolve(output)
@@ -140,14 +148,15 @@ def build_report(output: str | Location, max_values: int = 1_000_000) -> str:
     body = [f"<h1>winnow run report</h1><p>{html.escape(out.uri)} &middot; generated "
             f"{time.strftime('%Y-%m-%d %H:%M:%S')}</p>", "<h2>Funnel</h2>",
             '<table id="funnel"><tr><th>stage</th><th>in</th><th>made</th><th>kept</th><th>rejected</th>'
-            "<th>seconds</th><th>rejected by reason</th></tr>"]
+            "<th>seconds</th><th>rejected by reason</th><th>counters</th></tr>"]
     for name, c in stages.items():
         reasons = ", ".join(f"{html.escape(r)} {n:,}" for r, n in sorted(c.get("rejected_by_reason", {}).items(),
                                                                          key=lambda kv: -kv[1]))
         body.append(f'<tr data-stage="{html.escape(name)}"><td>{html.escape(name)}</td>'
                     f'<td class="in">{c["rows_in"]:,}</td><td class="made">{c.get("rows_added", 0):,}</td>'
                     f'<td class="kept">{c["rows_out"]:,}</td><td class="rejected">{c["rows_rejected"]:,}</td>'
-                    f'<td>{c.get("seconds", 0):.1f}</td><td class="reasons">{reasons or "-"}</td></tr>')
+                    f'<td>{c.get("seconds", 0):.1f}</td><td class="reasons">{reasons or "-"}</td>'
+                    f'<td class="counters">{html.escape(describe_counters(c.get("counters") or {})) or "-"}</td></tr>')
     body.append("</table>")
     if stages:
         body.append(bars_svg([(n, c["rows_out"]) for n, c in stages.items()], "documents kept after each stage"))

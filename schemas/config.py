@@ -355,8 +355,11 @@ class RephraseConfig(StrictModel):
     tokenizer: str | None = Field(None, description="tokenizer for chunking (default: the model's; openai: a word "
                                                     "estimate unless set)")
     chunk_tokens: int = Field(300, ge=8, description="chunks end at sentence boundaries, at most this many tokens")
-    mix: float = Field(1.0, ge=0, description="synthetic rows per real document (1.0: WRAP's 1:1); styles are dealt "
-                                              "to documents by a seeded hash")
+    mix: float = Field(1.0, ge=0, description="synthetic per real text: tokens per token (mix_by: tokens; 1.0 is "
+                                              "WRAP's 1:1) or rows per document (mix_by: rows)")
+    mix_by: Literal["tokens", "rows"] = Field(
+        "tokens", description="tokens: documents take styles (in a seeded order) while the shard's synthetic tokens "
+                              "are below mix x its real tokens; rows: `mix` styles per document on average")
     keep_original: bool = Field(True, description="pass the real rows through (else they go to rejects)")
     max_documents_per_shard: int | None = Field(None, ge=0, description="rephrase at most this many documents per "
                                                                          "shard (the rest pass through)")

@@ -26,6 +26,7 @@ class ShardEntry(BaseModel):
     rows_rejected: int
     rows_added: int = 0
     rejected_by_reason: dict[str, int] = Field(default_factory=dict)
+    counters: dict[str, int] = Field(default_factory=dict)  # stage-specific counts (e.g. tokens made)
     output: FileEntry
     rejects: FileEntry | None = None
     run_id: str
@@ -52,6 +53,7 @@ class StageManifest(BaseModel):
     rows_rejected: int
     rows_added: int
     rejected_by_reason: dict[str, int]
+    counters: dict[str, int] = Field(default_factory=dict)  # the shards' counters, summed
     bytes_out: int
     seconds: float
     shards: list[ShardEntry]
@@ -64,16 +66,19 @@ class StageManifest(BaseModel):
         from winnow.schemas.documents import SCHEMA_VERSION
 
         reasons: dict[str, int] = {}
+        counters: dict[str, int] = {}
         for entry in shards:
             entry.check_counts(stage)
             for reason, n in entry.rejected_by_reason.items():
                 reasons[reason] = reasons.get(reason, 0) + n
+            for name, n in entry.counters.items():
+                counters[name] = counters.get(name, 0) + n
         manifest = cls(
             stage=stage, kind=kind, config_hash=config_hash, winnow_version=__version__,
             schema_version=SCHEMA_VERSION,
             rows_in=sum(s.rows_in for s in shards), rows_out=sum(s.rows_out for s in shards),
             rows_rejected=sum(s.rows_rejected for s in shards), rows_added=sum(s.rows_added for s in shards),
-            rejected_by_reason=dict(sorted(reasons.items())),
+            rejected_by_reason=dict(sorted(reasons.items())), counters=dict(sorted(counters.items())),
             bytes_out=sum(s.output.bytes for s in shards), seconds=round(seconds, 3),
             shards=sorted(shards, key=lambda s: s.shard), extra=extra or {},
         )

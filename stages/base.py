@@ -4,7 +4,7 @@ map -> shuffle -> reduce phase whose decisions are then applied shard by shard."
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pyarrow as pa
 
@@ -21,11 +21,13 @@ class StageResult:
     kept: pa.Table
     rejects: pa.Table
     rows_added: int = 0  # rows a stage creates (a split document's extra parts, synthetic rows)
+    counters: dict[str, int] = field(default_factory=dict)  # stage-specific counts, summed into the manifest
 
     @classmethod
     def of(cls, stage: str, rows_in: int, kept: pa.Table, dropped: pa.Table,
-           reasons: Sequence[str], details: Sequence[str | None] | None = None, rows_added: int = 0) -> "StageResult":
-        return cls(rows_in, kept, make_rejects(dropped, stage, list(reasons), details), rows_added)
+           reasons: Sequence[str], details: Sequence[str | None] | None = None, rows_added: int = 0,
+           counters: dict[str, int] | None = None) -> "StageResult":
+        return cls(rows_in, kept, make_rejects(dropped, stage, list(reasons), details), rows_added, counters or {})
 
 
 class Stage:

@@ -4,8 +4,14 @@ Each selected document is cut at sentence boundaries into chunks of at most `chu
 chunk is rephrased in each of the document's styles (easy, wiki, hard, qa: WRAP's instructions
 by default), and the outputs are re-joined per document and style into one synthetic row with a
 new stable id `<id>~<style>`, `rephrase_of` and `rephrase_style`, and the backend and model in
-`meta`. `mix` sets synthetic rows per real document; which documents get which styles is a
-seeded hash of the id, so a re-run makes the same choices.
+`meta`. Each document's styles come in an order fixed by a seeded hash of its id.
+
+WRAP trains on real and synthetic text 1:1 by tokens. With `mix_by: tokens` (the default) a document
+takes its next style while the shard's synthetic tokens (kept so far, plus the planned ones
+expected from the yield seen so far) are below `mix` x its real tokens, so a model that writes
+shorter text than it reads gets more styles per document (`TokenMix`). `mix_by: rows` deals `mix` styles per
+document on average. Either way the manifest counts `real_tokens` and `synthetic_tokens` (kept
+synthetic rows), both with the chunking tokenizer, and the report shows the ratio achieved.
 
 A synthetic row whose chunk failed (timeout, HTTP error, empty output, a refusal, or an output far
 longer than its input) goes to the rejects with the reason and the chunk; synthetic rows count as
@@ -90,15 +96,51 @@ def _cut_words(sentence: str, max_tokens: int, count) -> list[tuple[str, int]]:
     return pieces
 
 
-def styles_for(config: RephraseConfig, doc_id: str) -> list[str]:
-    """The styles one document is rephrased in: `mix` per document on average, dealt by a seeded hash."""
-    def unit(*parts) -> float:
-        digest = hashlib.blake2b("\x1f".join(map(str, (config.seed, *parts))).encode(), digest_size=8).digest()
-        return int.from_bytes(digest, "big") / 2 ** 64
+def _unit(config: RephraseConfig, *parts) -> float:
+    """A seeded hash of `parts` in [0, 1): the same choice on every re-run."""
+    digest = hashlib.blake2b("\x1f".join(map(str, (config.seed, *parts))).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") / 2 ** 64
 
+
+def ordered_styles(config: RephraseConfig, doc_id: str) -> list[str]:
+    """The configured styles in the order a document takes them."""
+    return sorted(config.styles, key=lambda style: _unit(config, doc_id, style))
+
+
+def styles_for(config: RephraseConfig, doc_id: str) -> list[str]:
+    """`mix_by: rows`: the styles one document is rephrased in, `mix` per document on average."""
     whole = int(config.mix)
-    n = whole + (unit(doc_id, "mix") < config.mix - whole)
-    return sorted(config.styles, key=lambda style: unit(doc_id, style))[:n]
+    return ordered_styles(config, doc_id)[:whole + (_unit(config, doc_id, "mix") < config.mix - whole)]
+
+
+class TokenMix:
+    """One shard's running real and synthetic token counts; picks styles so synthetic/real tracks `mix`.
+
+    A planned style is expected to yield its document's tokens times the yield seen so far (synthetic
+    tokens kept per source token asked for; 1 before the first batch is generated)."""
+
+    def __init__(self, config: RephraseConfig):
+        self.config = config
+        self.real = self.synthetic = 0  # real tokens seen, synthetic tokens kept
+        self.asked = self.pending = 0  # source tokens of generated jobs, and of planned ones
+
+    def expected_yield(self) -> float:
+        return self.synthetic / self.asked if self.asked else 1.0
+
+    def styles(self, doc_id: str, tokens: int) -> list[str]:
+        """Styles for a document of `tokens` real tokens."""
+        self.real += tokens
+        order, picked, per_style = ordered_styles(self.config, doc_id), 0, tokens * self.expected_yield()
+        expected = self.synthetic + self.pending * self.expected_yield()
+        while picked < len(order) and expected + per_style * picked < self.config.mix * self.real:
+            picked += 1
+        self.pending += tokens * picked
+        return order[:picked]
+
+    def generated(self, synthetic_tokens: int) -> None:
+        """The planned jobs were generated; `synthetic_tokens` of them were kept."""
+        self.synthetic += synthetic_tokens
+        self.asked, self.pending = self.asked + self.pending, 0
 
 
 def check_output(chunk: str, generation, max_ratio: float) -> tuple[str, str] | None:
@@ -123,43 +165,54 @@ class Rephrase(DocumentStage):
         return {"num_cpus": 1, "num_gpus": gpus} if gpus else {"num_cpus": 1}
 
     def process_shard(self, source, batch_size: int, **context) -> Iterator[StageResult]:
-        for table, jobs in self.planned_batches(source, batch_size):
+        mix = TokenMix(self.config)
+        for table, jobs in self.planned_batches(source, batch_size, mix=mix):
             validate_documents(table, where=f"{self.name} input {source.uri}")
-            yield self.apply(table, jobs)
+            yield self.apply(table, jobs, mix)
 
-    def planned_batches(self, source, batch_size: int, columns: list[str] | None = None):
-        """(table, jobs) per record batch of a shard, within the shard's `max_documents_per_shard`."""
+    def planned_batches(self, source, batch_size: int, columns: list[str] | None = None, mix: TokenMix | None = None):
+        """(table, jobs) per record batch of a shard, within the shard's `max_documents_per_shard`
+        (lazily: a batch is planned after the one before it was generated, so `mix` knows its tokens)."""
         budget = self.config.max_documents_per_shard  # documents left to rephrase in this shard
+        mix = mix or TokenMix(self.config)
         for batch in iter_parquet_batches(source, batch_size, columns=columns):
             table = pa.Table.from_batches([batch])
-            jobs = self.plan(table, budget)
+            jobs = self.plan(table, budget, mix)
             if budget is not None:
                 budget -= len({row for row, _, _ in jobs})
             yield table, jobs
 
-    def plan(self, table: pa.Table, budget: int | None = None) -> list[tuple[int, str, list[str]]]:
+    def plan(self, table: pa.Table, budget: int | None = None,
+             mix: TokenMix | None = None) -> list[tuple[int, str, list[str]]]:
         """(row, style, chunks) for every synthetic row this table asks for, from at most `budget` documents."""
         from winnow.scorers.generate import load_token_counter
 
-        count = load_token_counter(self.config)
+        cfg = self.config
+        count = load_token_counter(cfg)
+        mix = mix or TokenMix(cfg)
+        texts = table.column("text").to_pylist()
+        real = count(texts) if cfg.mix_by == "tokens" else None
         jobs, documents = [], 0
-        for row, (doc_id, text) in enumerate(zip(table.column("id").to_pylist(), table.column("text").to_pylist(),
-                                                 strict=True)):
+        for row, (doc_id, text) in enumerate(zip(table.column("id").to_pylist(), texts, strict=True)):
             if budget is not None and documents >= budget:
-                break
-            styles = styles_for(self.config, doc_id)
-            chunks = chunk_text(text, self.config.chunk_tokens, count) if styles else []
+                if real is not None:
+                    mix.real += real[row]  # passes through unrephrased: still real text of the mix
+                continue
+            styles = styles_for(cfg, doc_id) if real is None else mix.styles(doc_id, real[row])
+            chunks = chunk_text(text, cfg.chunk_tokens, count) if styles else []
             if chunks:
                 documents += 1
                 jobs += [(row, style, chunks) for style in styles]
         return jobs
 
-    def apply(self, table: pa.Table, jobs: list[tuple[int, str, list[str]]] | None = None) -> StageResult:
+    def apply(self, table: pa.Table, jobs: list[tuple[int, str, list[str]]] | None = None,
+              mix: TokenMix | None = None) -> StageResult:
         """Rephrase one table of documents (`jobs` from `plan`; planned here when not given)."""
-        from winnow.scorers.generate import SamplingParams, load_backend
+        from winnow.scorers.generate import SamplingParams, load_backend, load_token_counter
 
         cfg = self.config
-        jobs = self.plan(table) if jobs is None else jobs
+        mix = mix or TokenMix(cfg)
+        jobs = self.plan(table, mix=mix) if jobs is None else jobs
         backend = load_backend(cfg)
         prompts = [render_prompt(cfg, style, chunk) for _, style, chunks in jobs for chunk in chunks]
         params = SamplingParams(cfg.max_new_tokens, cfg.temperature, cfg.top_p, cfg.seed)
@@ -191,7 +244,13 @@ class Rephrase(DocumentStage):
             details += [None] * originals.num_rows
         kept = pa.concat_tables([kept_originals, *ok])
         rejected = pa.concat_tables([*failed, dropped])
-        return StageResult.of(self.name, table.num_rows, kept, rejected, reasons, details, rows_added=len(jobs))
+        count = load_token_counter(cfg)
+        synthetic = sum(count([row.column("text")[0].as_py() for row in ok])) if ok else 0
+        mix.generated(synthetic)
+        counters = {"real_tokens": sum(count(table.column("text").to_pylist())) if table.num_rows else 0,
+                    "synthetic_tokens": synthetic}
+        return StageResult.of(self.name, table.num_rows, kept, rejected, reasons, details, rows_added=len(jobs),
+                              counters=counters)
 
     def _synthetic_row(self, originals: pa.Table, row: int, style: str, outputs: list[str], backend) -> pa.Table:
         source = originals.slice(row, 1)

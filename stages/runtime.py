@@ -149,12 +149,14 @@ def process_shard(stage: Stage, shard: Shard, stage_dir: Location, config_hash: 
     rej_loc = stage_dir.join("rejects", f"{shard.name}.parquet")
     writer: ShardWriter | None = None
     rejects: ShardWriter | None = None
-    rows_in, rows_added, reasons = 0, 0, {}
+    rows_in, rows_added, reasons, counters = 0, 0, {}, {}
     context = {} if decisions is None else {"decisions": decisions}
     try:
         for result in stage.process_shard(shard.source, batch_size, **context):
             rows_in += result.rows_in
             rows_added += result.rows_added
+            for name, n in result.counters.items():
+                counters[name] = counters.get(name, 0) + n
             if writer is None:
                 writer = ShardWriter(out_loc, stage.output_schema(result.kept.schema))
             writer.write(result.kept)
@@ -176,7 +178,7 @@ def process_shard(stage: Stage, shard: Shard, stage_dir: Location, config_hash: 
     entry = ShardEntry(
         shard=shard.name, input=shard.source.uri, config_hash=config_hash, rows_in=rows_in,
         rows_out=out_info["rows"], rows_rejected=rej_info["rows"] if rej_info else 0, rows_added=rows_added,
-        rejected_by_reason=dict(sorted(reasons.items())),
+        rejected_by_reason=dict(sorted(reasons.items())), counters=dict(sorted(counters.items())),
         output=FileEntry(path=f"{shard.name}.parquet", **out_info),
         rejects=FileEntry(path=f"rejects/{shard.name}.parquet", **rej_info) if rej_info else None,
         run_id=run_id, seconds=round(time.time() - started, 3),

@@ -119,7 +119,7 @@ def write_shards(tmp_path, texts: list[str], n: int) -> list[Shard]:
 def test_transformers_backend_end_to_end_on_ray(tmp_path, tiny_lm):
     texts = [t[:1500] for t in web_texts(16)]
     shards = write_shards(tmp_path, texts, 2)
-    cfg = config(model=tiny_lm, styles=["wiki", "qa"], mix=1.5, chunk_tokens=120, max_new_tokens=24,
+    cfg = config(model=tiny_lm, styles=["wiki", "qa"], mix=1.5, mix_by="rows", chunk_tokens=120, max_new_tokens=24,
                  temperature=0.8, batch_size=8, device="cpu")
     manifest, kept, rejects = run_rephrase(cfg, shards, tmp_path / "out")
 
@@ -137,6 +137,9 @@ def test_transformers_backend_end_to_end_on_ray(tmp_path, tiny_lm):
         meta = json.loads(row["meta"])["rephrase"]
         assert meta["backend"] == "transformers" and meta["model"] == tiny_lm and meta["chunks"] >= 1
     assert len(set(kept.column("id").to_pylist())) == kept.num_rows
+    count = load_token_counter(cfg)  # the manifest counts real and synthetic tokens with the chunking tokenizer
+    assert manifest.counters == {"real_tokens": sum(count(texts)),
+                                 "synthetic_tokens": sum(count(synthetic.column("text").to_pylist()))}
 
     # Seeded: a second run from scratch writes the same synthetic rows.
     _, again, _ = run_rephrase(cfg, shards, tmp_path / "again")
@@ -224,3 +227,26 @@ def test_dry_run_prints_prompt_counts_and_token_estimates_without_generating(tmp
     prompts = int(result.stdout.split("prompts: ")[1].split()[0].replace(",", ""))
     assert prompts >= 20 and f"at most {prompts * 100:,}" in result.stdout
     assert not (tmp_path / "out" / "rephrase").exists()
+
+
+def test_rephrase_mix_by_tokens_reaches_the_token_ratio(tmp_path, tiny_lm):
+    """Item 7 of issue 13: WRAP mixes real and synthetic text 1:1 by tokens. The stand-in generator writes
+    at most 10 tokens per ~30-token document, so one synthetic row per document (the row mix) drifts to
+    about 0.3 synthetic tokens per real one; the token mix gives later documents more styles until the
+    shard's ratio is back at its 1:1 target."""
+    texts = [" ".join(t.split()[:12]) for t in web_texts(60)]
+    path = tmp_path / "part-00000.parquet"
+    pq.write_table(documents(texts), path)
+
+    def achieved(**kw) -> float:
+        stage = Rephrase(config(model=tiny_lm, styles=["easy", "wiki", "hard", "qa"], mix=1.0, chunk_tokens=200,
+                                max_new_tokens=10, temperature=0, batch_size=32, device="cpu", **kw))
+        results = list(stage.process_shard(resolve(str(path)), batch_size=6))
+        real = sum(r.counters["real_tokens"] for r in results)
+        assert real == sum(load_token_counter(stage.config)(texts))
+        return sum(r.counters["synthetic_tokens"] for r in results) / real
+
+    by_rows, by_tokens = achieved(mix_by="rows"), achieved()
+    print(f"\nsynthetic:real tokens, target 1.0: mix_by rows {by_rows:.3f}, mix_by tokens {by_tokens:.3f}")
+    assert by_rows < 0.5
+    assert abs(by_tokens - 1.0) < 0.15
