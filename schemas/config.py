@@ -164,6 +164,9 @@ class DedupConfig(StrictModel):
     """MinHash LSH near-duplicate removal (defaults: word 5-grams, 112 permutations = 14 bands x 8 rows)."""
 
     name: Literal["dedup"]
+    normalize: Literal["winnow", "datatrove"] = Field(
+        "winnow", description="winnow: the five switches below; datatrove: datatrove's `simplify_text` exactly "
+                              "(numbers such as 1,500 become one 0, symbols kept), for runs that must match it")
     lowercase: bool = True
     strip_punctuation: bool = True
     collapse_whitespace: bool = True
@@ -184,6 +187,10 @@ class DedupConfig(StrictModel):
 
     @model_validator(mode="after")
     def _check_banding(self) -> "DedupConfig":
+        switches = {"lowercase", "strip_punctuation", "collapse_whitespace", "fold_digits", "strip_accents"}
+        if self.normalize == "datatrove" and switches & self.model_fields_set:
+            raise ValueError(f"normalize 'datatrove' fixes the normalisation; drop "
+                             f"{', '.join(sorted(switches & self.model_fields_set))}")
         if (self.bands is None) != (self.rows is None):
             raise ValueError("give both `bands` and `rows`, or neither (then they come from `threshold`)")
         bands, rows = self.banding()

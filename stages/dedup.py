@@ -17,12 +17,18 @@ Only integers (and, for survivors, ids) cross the shuffles; text is read again o
 from __future__ import annotations
 
 import hashlib
+import re
+import string
+import sys
+import unicodedata
+from functools import lru_cache
 
 import numpy as np
 import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 import ray
+import regex
 from datasketch import MinHash
 
 from winnow.schemas.config import DedupConfig
@@ -61,7 +67,34 @@ def shingle_hash(shingle: bytes) -> int:
     return h
 
 
+# datatrove's `simplify_text` (datatrove 0.10, `datatrove/utils/text.py`), for `normalize: datatrove`:
+# ASCII punctuation, C0/C1 control characters but tab and newline, and a list of CJK/typographic marks
+# become spaces; other symbols stay. (Tested equal to datatrove's own constant and function.)
+DATATROVE_PUNCTUATION = (string.punctuation + "".join(map(chr, [*range(0, 9), *range(11, 32), *range(127, 160)]))
+                         + "«´»–—’“”„…∶━►、。〈〉《》「」【】！％（），．１：；？～")
+_DATATROVE_TRANS = str.maketrans(DATATROVE_PUNCTUATION, " " * len(DATATROVE_PUNCTUATION))
+_DATATROVE_NUMBER = regex.compile(r"\p{Nd}+([.,،٫⎖⎗⎘]\p{Nd}+)?")  # "1,500" and "3.14" are one number
+_WHITESPACE = re.compile(r"\s+")
+
+
+@lru_cache(maxsize=1)
+def _nonspacing_marks() -> dict[int, None]:
+    """str.translate table deleting every combining mark (category Mn) of this Python's Unicode."""
+    return {cp: None for cp in range(sys.maxunicode + 1) if unicodedata.category(chr(cp)) == "Mn"}
+
+
+def simplify_text_datatrove(text: str) -> str:
+    """datatrove's default `simplify_text`: lowercase; every number (digits with at most one decimal
+    separator and fraction) becomes `0`; its punctuation becomes spaces; whitespace runs become one
+    space; NFD, then combining marks dropped."""
+    text = _DATATROVE_NUMBER.sub("0", text.lower()).translate(_DATATROVE_TRANS)
+    text = _WHITESPACE.sub(" ", text.strip())
+    return unicodedata.normalize("NFD", text).translate(_nonspacing_marks()).strip()
+
+
 def normalise(texts: pa.Array | pa.ChunkedArray, cfg: DedupConfig) -> pa.Array:
+    if cfg.normalize == "datatrove":
+        return pa.array([simplify_text_datatrove(t) for t in texts.to_pylist()], pa.string())
     if cfg.strip_accents:
         texts = pc.replace_substring_regex(pc.utf8_normalize(texts, "NFKD"), r"\p{Mn}", "")
     if cfg.lowercase:
@@ -75,7 +108,7 @@ def normalise(texts: pa.Array | pa.ChunkedArray, cfg: DedupConfig) -> pa.Array:
 
 def split_words(texts: pa.Array | pa.ChunkedArray, cfg: DedupConfig) -> pa.ListArray:
     texts = normalise(texts, cfg)
-    if not cfg.collapse_whitespace:  # every single space separates words, so empty words count
+    if not cfg.collapse_whitespace and cfg.normalize != "datatrove":  # every single space separates words
         words = pc.split_pattern(texts, " ")
         return words.combine_chunks() if isinstance(words, pa.ChunkedArray) else words
     words = pc.utf8_split_whitespace(texts)

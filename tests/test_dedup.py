@@ -170,3 +170,39 @@ def test_connected_components_on_long_chains_and_separate_groups():
     assert all(min(root[n], n) == 100 for n in path)
     assert min(root[9], 9) == min(root[7], 7) == 5 and root[31] == 30
     assert 1 < rounds < 15
+
+
+def test_datatrove_normalisation_gives_datatroves_shingles():
+    """Item 8 of issue 13: `normalize: datatrove` reproduces datatrove's `simplify_text`: a number such as
+    1,500 is one `0` token (winnow's default folds it to the two words `0 000`), symbols are kept."""
+    from winnow.stages.dedup import simplify_text_datatrove
+
+    cfg = DedupConfig(name="dedup", normalize="datatrove", ngram=3)
+    text = "The price rose to 1,500 dollars — Café crème © ACME™\tnow 3.50%!"
+    # hand-worked: lowercase; 1,500 and 3.50 -> 0; "—", "!" and "%" -> spaces; NFD, accents dropped; © ™ kept
+    words = "the price rose to 0 dollars cafe creme © acme™ now 0".split()
+    assert simplify_text_datatrove(text) == " ".join(words)
+    assert shingles(text, cfg) == [" ".join(words[i:i + 3]).encode() for i in range(len(words) - 2)]
+    assert b"to 0 000" in shingles(text, DEFAULT.model_copy(update={"ngram": 3}))  # today's default differs
+    with pytest.raises(ValueError, match="fixes the normalisation; drop fold_digits"):
+        DedupConfig(name="dedup", normalize="datatrove", fold_digits=False)
+
+
+def test_datatrove_normalisation_equals_the_reference_on_real_text():
+    """The same text and 5-gram shingle sets as datatrove's own `simplify_text` (then split on
+    whitespace) on real web documents, Greek final sigma and Arabic-Indic digits included."""
+    text_module = pytest.importorskip("datatrove.utils.text", reason="datatrove (dev extra) is the reference")
+    from winnow.stages.dedup import DATATROVE_PUNCTUATION, simplify_text_datatrove
+
+    assert sorted(DATATROVE_PUNCTUATION) == sorted(text_module.PUNCTUATION)
+    texts = c4_texts() + ["ΟΔΟΣ ΣΟΦΟΣ, ٣٬٥ and ١٢٣.٤٥ — İstanbul’s «café» ½ ２０２４年", "\x00\x85 tab\there\u2028line"]
+    cfg = DedupConfig(name="dedup", normalize="datatrove")
+    differ = 0
+    for text in texts:
+        expected = text_module.simplify_text(text)
+        assert simplify_text_datatrove(text) == expected
+        words = expected.split()
+        reference = {" ".join(words[i:i + 5]).encode() for i in range(len(words) - 4)}
+        assert set(shingles(text, cfg)) == reference
+        differ += set(shingles(text, DEFAULT)) != reference
+    assert differ > len(texts) // 10  # real documents on which winnow's default shingles differ
