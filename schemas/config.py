@@ -389,7 +389,8 @@ class RephraseConfig(StrictModel):
         if len(set(self.styles)) != len(self.styles):
             raise ValueError(f"styles listed more than once: {self.styles}")
         if self.mix > len(self.styles):
-            raise ValueError(f"mix {self.mix} asks for more synthetic rows per document than styles ({len(self.styles)})")
+            raise ValueError(f"mix {self.mix} asks for more synthetic text per document than its {len(self.styles)} "
+                             f"style(s) can make")
         if self.template is not None and "{text}" not in self.template:
             raise ValueError("template must contain {text}")
         return self

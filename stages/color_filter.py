@@ -1,9 +1,9 @@
 """CoLoR-Filter (Brandfonbrener et al. 2024): `color_score` = mean NLL per token under the prior LM
 minus under the conditional LM (the prior fine-tuned on target text). Documents the target data
 made more likely score high; exactly ⌊N/tau⌋ documents of the pool are kept, the best-scoring (ties
-by id), the cut-off found over the whole corpus as for quality's top share. With `selection: block`, each shard is
-cut into blocks of `block_size` documents (tau * n, in row order) and the top 1/tau of every block
-is kept, as in the paper's batch-wise selection of n from tau * n."""
+by id), the cut-off found over the whole corpus as for quality's top share. With `selection: block`,
+each shard is cut into blocks of `block_size` documents (tau * n, in row order) and the top 1/tau
+of every block is kept, as in the paper's batch-wise selection of n from tau * n."""
 
 from __future__ import annotations
 

@@ -153,10 +153,11 @@ def test_a_head_winnow_does_not_know_falls_back_to_the_models_logits(tiny_lm, tm
     finally:
         AutoModelForCausalLM.from_pretrained = original
     assert scorer.head is None
-    ids = [scorer.start_id] + scorer.tokenizer("A farmer prunes the fruit trees.", add_special_tokens=False)["input_ids"]
+    text = "A farmer prunes the fruit trees."
+    ids = [scorer.start_id] + scorer.tokenizer(text, add_special_tokens=False)["input_ids"]
     with torch.inference_mode():
         loss = scorer.model(input_ids=torch.tensor([ids]), labels=torch.tensor([ids])).loss.item()
-    total = scorer.score(["A farmer prunes the fruit trees."])["total_nll"][0]
+    total = scorer.score([text])["total_nll"][0]
     assert math.isclose(total, loss * (len(ids) - 1), rel_tol=1e-4)
 
 

@@ -67,7 +67,7 @@ def test_each_style_renders_the_wrap_prompt_exactly():
     assert render_prompt(custom, "wiki", text) == "Rewrite:\n---\nCats sleep {a lot}.\n---"
     with pytest.raises(ValueError, match="unknown style"):
         config(instructions={"poem": "x"})
-    with pytest.raises(ValueError, match="more synthetic rows per document than styles"):
+    with pytest.raises(ValueError, match="more synthetic text per document than its 1 style"):
         config(styles=["qa"], mix=2)
 
 

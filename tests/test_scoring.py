@@ -146,7 +146,9 @@ def test_top_share_is_found_over_the_whole_corpus(quality_model, tmp_path, share
     weight = (lambda t: sum(map(len, t.column("text").to_pylist()))) if share_by == "characters" \
         else (lambda t: t.num_rows)
     rejects = pq.read_table(tmp_path / "out" / "rejects")
-    rank = lambda t: list(zip((-s for s in t.column("quality_score").to_pylist()), t.column("id").to_pylist()))  # noqa: E731
+    def rank(table):  # (negated score, id): ascending is the selection's rank order
+        return list(zip((-s for s in table.column("quality_score").to_pylist()), table.column("id").to_pylist()))
+
     assert max(rank(kept)) < min(rank(rejects))  # every kept document ranks before every rejected one
     total = weight(docs(texts))
     if share_by == "documents":
@@ -201,7 +203,7 @@ def test_fasttext_positive_label_is_never_guessed(tmp_path):
     assert set(kept.column("text").to_pylist()) == set(good[:20])
 
     labelled = tmp_path / "labelled.jsonl"
-    labelled.write_text("\n".join(json.dumps({"text": t, "label": lab}) for t, lab in [(good[0], "hq"), (bad[0], "cc")]))
+    labelled.write_text(f'{json.dumps({"text": good[0], "label": "hq"})}\n{json.dumps({"text": bad[0], "label": "cc"})}')
     result = subprocess.run([sys.executable, "-m", "winnow.flows.cli", "train", "quality", "--data", str(labelled),
                              "--out", str(tmp_path / "m.bin")], capture_output=True, text=True, timeout=120)
     assert result.returncode == 2 and "--positive" in result.stdout and "['cc', 'hq']" in result.stdout
