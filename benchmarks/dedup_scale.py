@@ -48,7 +48,7 @@ def main() -> None:
 
     import ray
 
-    from winnow.schemas.config import DedupConfig
+    from winnow.stages.dedup import DedupConfig
     from winnow.schemas.documents import DOCUMENT_SCHEMA
     from winnow.stages.dedup import Dedup
     from winnow.stages.runtime import RuntimeOptions, Shard, run_stage

@@ -93,8 +93,7 @@ def write_shards(directory: Path, ids: list[str], texts: list[str], n_shards: in
 def run_winnow(paths: list[Path], out: Path, cpus: int) -> tuple[set[str], float, int]:
     import ray
 
-    from winnow.schemas.config import DedupConfig
-    from winnow.stages.dedup import Dedup
+    from winnow.stages.dedup import Dedup, DedupConfig
     from winnow.stages.runtime import RuntimeOptions, Shard, run_stage
     from winnow.storage.fs import resolve
 
@@ -162,7 +161,7 @@ def main() -> None:
     parser.add_argument("--skip-datatrove", action="store_true")
     args = parser.parse_args()
 
-    from winnow.schemas.config import DedupConfig
+    from winnow.stages.dedup import DedupConfig
     from winnow.stages.dedup_eval import brute_force_truth, edited_corpus
 
     originals = real_texts()

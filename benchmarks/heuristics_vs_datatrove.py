@@ -67,8 +67,7 @@ def run_datatrove(texts: list[str]) -> dict[str, tuple[list[bool], float]]:
 
 
 def run_winnow(texts: list[str]) -> dict[str, tuple[list[bool], float]]:
-    from winnow.schemas.config import HeuristicsConfig
-    from winnow.stages.heuristics import Evaluator
+    from winnow.stages.heuristics import Evaluator, HeuristicsConfig
 
     config = HeuristicsConfig(name="heuristics")
     results = {}
@@ -96,8 +95,7 @@ def worker_peak_rss(n_docs: int, workdir: Path) -> float:
     pq.write_table(pa.table({"id": [str(i) for i in range(n_docs)], "text": texts, "source": ["c4"] * n_docs,
                              "url": [None] * n_docs, "meta": [None] * n_docs}, schema=DOCUMENT_SCHEMA), shard)
     code = f"""
-from winnow.schemas.config import HeuristicsConfig
-from winnow.stages.heuristics import Heuristics
+from winnow.stages.heuristics import Heuristics, HeuristicsConfig
 from winnow.stages.runtime import Shard, process_shard
 from winnow.storage.fs import resolve
 out = resolve({str(workdir / f'out-{n_docs}')!r})
@@ -142,8 +140,7 @@ def main() -> None:
     print(f"{'all four, chained':<18}{all_rate:>14,.0f}{dt_rate:>18,.0f}{all_rate / dt_rate:>7.1f}x"
           "   (datatrove: sum of its four filters' time)")
 
-    from winnow.schemas.config import HeuristicsConfig
-    from winnow.stages.heuristics import Evaluator
+    from winnow.stages.heuristics import Evaluator, HeuristicsConfig
 
     print("\ndisagreements (winnow verdict vs datatrove verdict):")
     for name in RULESETS:

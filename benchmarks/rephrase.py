@@ -45,7 +45,7 @@ def main() -> None:
 
     import torch
 
-    from winnow.schemas.config import RephraseConfig
+    from winnow.stages.rephrase import RephraseConfig
     from winnow.schemas.documents import DOCUMENT_SCHEMA
     from winnow.scorers.lm import make_tiny_lm
     from winnow.scorers.tokenizer import train_bpe

@@ -34,7 +34,7 @@ def web_and_reference() -> tuple[list[str], list[str]]:
 
 
 def bench_fasttext(web: list[str], ref: list[str], n_docs: int, work: Path) -> None:
-    from winnow.schemas.config import QualityConfig
+    from winnow.stages.quality import QualityConfig
     from winnow.schemas.documents import DOCUMENT_SCHEMA
     from winnow.scorers.fasttext import load_model, train
     from winnow.stages.quality import Quality

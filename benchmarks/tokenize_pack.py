@@ -41,9 +41,12 @@ def main() -> None:
     parser.add_argument("--vocab", type=int, default=32000)
     args = parser.parse_args()
 
-    from winnow.schemas.config import PackConfig, TokenizeConfig
+    from winnow.stages.base import RunContext
+    from winnow.stages.pack import PackConfig
+    from winnow.stages.tokenize import TokenizeConfig
     from winnow.scorers.tokenizer import load_tokenizer, train_bpe
     from winnow.schemas.documents import DOCUMENT_SCHEMA
+    from winnow.stages.base import RunContext
     from winnow.stages.pack import Pack
     from winnow.stages.packing import bfd, concat
     from winnow.stages.runtime import RuntimeOptions, Shard, run_stage
@@ -110,8 +113,8 @@ def main() -> None:
     out = resolve(str(work / "out"))
     with PeakRSS() as rss:
         start = time.perf_counter()
-        manifest, _ = run_stage(Pack(PackConfig(name="pack", strategy="bfd", seq_len=2048, ranks=2),
-                                     out.join("tokens")), shards, out.join("pack"), "b",
+        manifest, _ = run_stage(Pack(PackConfig(strategy="bfd", seq_len=2048, ranks=2), RunContext(output=out)),
+                                shards, out.join("pack"), "b",
                                 RuntimeOptions(run_id="b", progress=False))
         seconds = time.perf_counter() - start
     ray.shutdown()

@@ -24,6 +24,7 @@ console = Console(stderr=False)
 
 def _print_summary(summary: dict) -> None:
     from winnow.flows.report import describe_counters
+    from winnow.stages import STAGES
 
     table = Table(title="winnow run", show_lines=False)
     for col, justify in [("stage", "left"), ("in", "right"), ("kept", "right"), ("rejected", "right"),
@@ -37,6 +38,10 @@ def _print_summary(summary: dict) -> None:
         table.add_row(name, f"{c['rows_in']:,}{added}", f"{c['rows_out']:,}", f"{c['rows_rejected']:,}", reasons or "-",
                       "; ".join(notes))
     console.print(table)
+    for name, c in summary["stages"].items():
+        said = STAGES[name].summary(summary["output"], c.get("extra") or {}) if name in STAGES else None
+        if said:
+            console.print(said[0])
     console.print(f"outputs: {summary['output']}/<stage>/part-*.parquet, rejects: {summary['output']}/<stage>/rejects/")
     console.print(f"manifests: {summary['output']}/<stage>/_manifest.json, run summary: {summary['output']}/_run.json")
     if summary.get("report"):
@@ -59,14 +64,9 @@ def _run(args: argparse.Namespace) -> int:
 
 def _print_dry_run(plan: dict | None) -> None:
     if plan is None:
-        console.print("dry run: the config has no rephrase stage; every stage ran")
+        console.print("dry run: no stage of the config has a dry run; every stage ran")
         return
-    styles = ", ".join(f"{s} {n:,}" for s, n in plan["prompts_by_style"].items())
-    console.print(f"dry run (nothing generated): rephrase would rephrase {plan['rephrased_documents']:,} of "
-                  f"{plan['documents']:,} documents into {plan['synthetic_rows']:,} synthetic rows\n"
-                  f"  prompts: {plan['prompts']:,} ({styles})\n"
-                  f"  prompt tokens: {plan['prompt_tokens']:,}; new tokens at most {plan['max_new_tokens']:,} "
-                  f"(max_new_tokens per prompt)")
+    console.print(f"dry run of stage {plan['stage']}: {plan['description']}")
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -91,10 +91,6 @@ def _demo(args: argparse.Namespace) -> int:
     summary = curate(demo_config(str(input_dir), str(out), tokenizer, langid, generator),
                      ray_address=args.ray_address, restart=True)
     _print_summary(summary)
-    if "pack" in summary["stages"]:
-        extra = summary["stages"]["pack"]["extra"]
-        console.print(f"training sequences: {summary['output']}/tokens/ ({extra['sequences']:,} x {extra['seq_len']} "
-                      f"tokens, padding {extra['padding_fraction']:.2%}; Megatron files in tokens/megatron/)")
     return 0
 
 

@@ -82,8 +82,8 @@ def curate(config: RunConfig | dict | str, ray_address: str | None = None, out: 
     `overrides` change the config for this run (see `apply_overrides`: e.g. {"input": {"uri": ...},
     "stages": {"quality": {"threshold": 0.7}}}). One run at a time per output: a second run refuses
     while the first holds `OUT/_lock.json` (`break_lock` removes a dead run's lock). `dry_run`: run the
-    stages before the first `rephrase` (their committed shards serve the real run later), then report
-    what rephrasing would ask of its backend instead of generating. The run ends by writing
+    stages before the first one that has a dry run (their committed shards serve the real run later),
+    then report what that stage would do (e.g. what rephrasing would ask of its backend) instead. The run ends by writing
     `OUT/report.html`.
     """
     config = _resolve_config(config, out, overrides)
@@ -108,10 +108,8 @@ def curate(config: RunConfig | dict | str, ray_address: str | None = None, out: 
         stages = [build_stage(stage_cfg, config, input_root.uri) for stage_cfg in config.stages]
         with ray_session(ray_address or config.runtime.ray_address, config.runtime.num_cpus):
             for stage_cfg, stage in zip(config.stages, stages, strict=True):
-                if dry_run and stage_cfg.name == "rephrase":
-                    from winnow.stages.rephrase import dry_run as rephrase_plan
-
-                    summary["dry_run"] = rephrase_plan(stage_cfg, shards, config.runtime.batch_size)
+                if dry_run and (plan := stage.dry_run(shards, config.runtime.batch_size)) is not None:
+                    summary["dry_run"] = {"stage": stage_cfg.name, **plan}
                     return summary
                 stage_dir = output.join(stage_cfg.name)
                 counts = stage_task(stage_cfg.name, stage, shards, stage_dir, hashes[stage_cfg.name], options)

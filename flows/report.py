@@ -19,11 +19,10 @@ import numpy as np
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from winnow.stages import STAGES
 from winnow.storage.fs import Location, resolve
 
 REPORT = "report.html"
-SCORE_COLUMNS = {"quality": "quality_score", "toxicity": "toxicity_score", "langid": "lang_score",
-                 "color_filter": "color_score", "preselect": "preselect_score"}
 CSS = """body{font-family:system-ui,sans-serif;margin:2em auto;max-width:980px;color:#222}
 table{border-collapse:collapse;margin:1em 0;font-size:14px}td,th{border-bottom:1px solid #ddd;padding:4px 10px;
 text-align:right}td:first-child,th:first-child,th:last-child,td.reasons{text-align:left}h2{margin-top:2em}
@@ -111,18 +110,6 @@ def bars_svg(items: list[tuple[str, float]], title: str, unit: str = "") -> str:
     return "".join(out)
 
 
-def _marks(name: str, config: dict, extra: dict) -> list[tuple[float, str]]:
-    """Thresholds and corpus-wide cut-offs to draw over a stage's score histogram."""
-    marks = []
-    if config.get("threshold") is not None:
-        marks.append((float(config["threshold"]), f"threshold {config['threshold']:g}"))
-    for label, value in (config.get("thresholds") or {}).items():
-        marks.append((float(value), f"{label} {value:g}"))
-    if extra.get("cutoff") is not None and (name != "quality" or config.get("keep_top") is not None):
-        marks.append((float(extra["cutoff"]), f"cut-off {extra['cutoff']:.4g}"))
-    return marks
-
-
 def describe_counters(counters: dict[str, int]) -> str:
     """A stage's counters in one line; real and synthetic tokens with the ratio achieved."""
     text = ", ".join(f"{name} {n:,}" for name, n in counters.items())
@@ -162,37 +149,28 @@ def build_report(output: str | Location, max_values: int = 1_000_000) -> str:
         body.append(bars_svg([(n, c["rows_out"]) for n, c in stages.items()], "documents kept after each stage"))
         body.append(bars_svg([(n, c.get("seconds", 0)) for n, c in stages.items()], "time per stage", " s"))
 
-    scores = [(n, SCORE_COLUMNS[n]) for n in stages if n in SCORE_COLUMNS]
-    if scores:
-        body.append("<h2>Scores</h2>")
-    for name, column in scores:
-        values = _values(out.join(name), column, max_values)
-        body.append(histogram_svg(values, _marks(name, configs.get(name, {}), stages[name].get("extra") or {}),
-                                  f"{name}: {column}"))
-
-    if "dedup" in stages:  # one survivor per cluster carries its size
-        sizes = _values(out.join("dedup"), "dup_cluster_size", max_values, rejects=False)
-        body.append("<h2>Near-duplicate clusters</h2>")
-        body.append(histogram_svg(sizes[sizes > 1], [], "documents per near-duplicate cluster (clusters of 2 or more)",
-                                  log_counts=True, integer=True))
-    if "tokenize" in stages:
-        body.append("<h2>Tokens</h2>")
-        body.append(histogram_svg(_values(out.join("tokenize"), "n_tokens", max_values), [],
-                                  "tokens per document", log_counts=True))
-    if "pack" in stages:
-        extra = stages["pack"].get("extra") or {}
-        efficiency = 1 - extra.get("padding_fraction", 0.0)
-        body.append("<h2>Packing</h2>")
-        body.append(f'<p id="packing">{extra.get("strategy", "?")} into {extra.get("sequences", 0):,} sequences of '
-                    f'{extra.get("seq_len", "?")} tokens: efficiency {efficiency:.2%} (padding '
-                    f'{extra.get("padding_fraction", 0):.2%}), {extra.get("documents_split", 0):,} documents split, '
-                    f'{extra.get("tokens_dropped", 0):,} tokens dropped</p>')
-        body.append(bars_svg([("tokens", extra.get("tokens", 0) - extra.get("tokens_dropped", 0)),
-                              ("padding", extra.get("slots", 0) - extra.get("tokens", 0) +
-                               extra.get("tokens_dropped", 0))], "token slots of the packed sequences"))
-        if extra.get("buckets"):
-            body.append(bars_svg([(f"len {k}", v) for k, v in sorted(extra["buckets"].items(), key=lambda kv:
-                                                                       int(kv[0]))], "sequences per bucket"))
+    sections: dict[str, list[str]] = {}  # section title -> figures, in the order stages first ask for them
+    for name in stages:
+        stage = STAGES.get(name)
+        if stage is None:  # a stage this winnow does not define (an old run's): its table row is all we show
+            continue
+        extra = stages[name].get("extra") or {}
+        for plot in stage.plots:
+            values = _values(out.join(name), plot.column, max_values, rejects=not plot.kept_only)
+            if plot.above is not None:
+                values = values[values > plot.above]
+            marks = [] if plot.kept_only else stage.report_marks(configs.get(name, {}), extra)
+            sections.setdefault(plot.section, []).append(histogram_svg(
+                values, marks, plot.title or f"{name}: {plot.column}", log_counts=plot.log_counts,
+                integer=plot.integer))
+        said = stage.summary(out.uri, extra)
+        if said:
+            line, charts = said
+            sections.setdefault(name, []).append(f'<p id="{html.escape(name)}-summary">{html.escape(line)}</p>')
+            sections[name] += [bars_svg(bars, title) for title, bars in charts]
+    for title, figures in sections.items():
+        body.append(f"<h2>{html.escape(title)}</h2>")
+        body += figures
     return (f"<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>winnow report</title>"
             f"<style>{CSS}</style></head><body>{''.join(body)}</body></html>")
 

@@ -8,9 +8,25 @@ from __future__ import annotations
 import json
 from functools import lru_cache
 from pathlib import Path
-from typing import Protocol
+from typing import Literal, Protocol
 
 import numpy as np
+from pydantic import Field
+
+from winnow.schemas.config import StrictModel
+
+
+class ScorerConfig(StrictModel):
+    """Where a stage's model lives and how to run it."""
+
+    model: str = Field(description="fastText .bin/.ftz file, or a Hugging Face model directory")
+    kind: Literal["fasttext", "transformer"] = "fasttext"
+    batch_size: int = Field(512, ge=1, description="documents per scoring call")
+    max_length: int = Field(512, ge=8, description="transformer: tokens per document (longer ones truncated)")
+    max_batch_tokens: int | None = Field(
+        None, ge=64, description="transformer: padded tokens per forward pass (default 4096 on CPU, 32768 on GPU)")
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    num_gpus: float = Field(0, ge=0, description="GPUs each scoring task asks Ray for (0: CPU)")
 
 
 class Scorer(Protocol):

@@ -211,22 +211,21 @@ class VLLMBackend:
         return out
 
 
-@lru_cache(maxsize=2)
-def _backend(config_json: str):
-    from winnow.schemas.config import RephraseConfig
-
-    cfg = RephraseConfig.model_validate_json(config_json)
-    if cfg.backend == "transformers":
-        return TransformersBackend(cfg.model, cfg.device, cfg.batch_size, cfg.chat_template)
-    if cfg.backend == "vllm":
-        return VLLMBackend(cfg.model, cfg.chat_template, cfg.seed)
-    o = cfg.openai
-    return OpenAIBackend(cfg.model, o.base_url, o.api_key_env, o.concurrency, o.timeout_s, o.max_retries, o.backoff_s)
-
-
 def load_backend(config):
-    """The backend a rephrase config describes, built once per worker process."""
-    return _backend(config.model_dump_json())
+    """The backend a rephrase stage's config describes, built once per worker process."""
+    o = config.openai
+    return _backend(config.backend, config.model, config.device, config.batch_size, config.chat_template, config.seed,
+                    (o.base_url, o.api_key_env, o.concurrency, o.timeout_s, o.max_retries, o.backoff_s))
+
+
+@lru_cache(maxsize=2)
+def _backend(kind: str, model: str, device: str, batch_size: int, chat_template: str | None, seed: int,
+             openai: tuple):
+    if kind == "transformers":
+        return TransformersBackend(model, device, batch_size, chat_template)
+    if kind == "vllm":
+        return VLLMBackend(model, chat_template, seed)
+    return OpenAIBackend(model, *openai)
 
 
 def load_token_counter(config):

@@ -1,35 +1,27 @@
-"""One module per stage, and the runtime that executes stages over shards on Ray."""
+"""One module per stage, and the runtime that executes stages over shards on Ray.
+
+Importing this package imports every module in it, which defines, and so registers, winnow's own
+stages. A stage defined anywhere else registers the same way, by being defined."""
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
+
 from winnow.schemas.config import RunConfig
-from winnow.stages.base import DocumentStage, GlobalStage, Stage, StageResult
+from winnow.stages.base import STAGES, DocumentStage, GlobalStage, RunContext, Stage, StageResult
+
+for _module in pkgutil.iter_modules(__path__):
+    importlib.import_module(f"{__name__}.{_module.name}")
 
 
 def build_stage(stage_config, run_config: RunConfig, input_root: str) -> Stage:
     """The stage object for one entry of the config's `stages` list."""
-    from winnow.stages.dedup import Dedup
-    from winnow.stages.exact_dedup import ExactDedup
-    from winnow.stages.heuristics import Heuristics
-    from winnow.stages.color_filter import ColorFilter
-    from winnow.stages.ingest import Ingest
-    from winnow.stages.langid import LangId
-    from winnow.stages.preselect import Preselect
-    from winnow.stages.quality import Quality
-    from winnow.stages.rephrase import Rephrase
-    from winnow.stages.tokenize import Tokenize
-    from winnow.stages.toxicity import Toxicity
+    from winnow.storage.fs import resolve
 
-    if stage_config.name == "ingest":
-        return Ingest(stage_config, run_config.input, input_root)
-    if stage_config.name == "pack":
-        from winnow.stages.pack import Pack
-        from winnow.storage.fs import resolve
-
-        return Pack(stage_config, resolve(run_config.output, run_config.storage.s3).join("tokens"))
-    return {"heuristics": Heuristics, "exact_dedup": ExactDedup, "dedup": Dedup, "quality": Quality,
-            "toxicity": Toxicity, "langid": LangId, "tokenize": Tokenize, "preselect": Preselect,
-            "color_filter": ColorFilter, "rephrase": Rephrase}[stage_config.name](stage_config)
+    run = RunContext(input=run_config.input, input_root=input_root,
+                     output=resolve(run_config.output, run_config.storage.s3))
+    return STAGES[stage_config.name](stage_config, run)
 
 
-__all__ = ["DocumentStage", "GlobalStage", "Stage", "StageResult", "build_stage"]
+__all__ = ["STAGES", "DocumentStage", "GlobalStage", "RunContext", "Stage", "StageResult", "build_stage"]

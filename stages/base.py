@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 import pyarrow as pa
 
+from winnow.schemas.config import InputConfig, StageConfig, register_stage
 from winnow.schemas.documents import document_schema_for, make_rejects, validate_documents
 from winnow.storage.fs import Location
 from winnow.storage.shards import iter_parquet_batches
@@ -30,14 +31,76 @@ class StageResult:
         return cls(rows_in, kept, make_rejects(dropped, stage, list(reasons), details), rows_added, counters or {})
 
 
+@dataclass(frozen=True)
+class RunContext:
+    """What a stage may need of its run beyond its own config: the input it reads (a source stage)
+    and the run's output location (e.g. where packed tokens go)."""
+
+    input: InputConfig | None = None
+    input_root: str | None = None
+    output: Location | None = None
+
+
+STAGES: dict[str, type["Stage"]] = {}
+
+
+@dataclass(frozen=True)
+class Plot:
+    """A histogram the run report draws for a stage: one column of its kept rows (and its rejects)."""
+
+    column: str
+    title: str = ""  # default "<stage>: <column>"
+    section: str = "Scores"
+    kept_only: bool = False
+    above: float | None = None  # only values above this (e.g. clusters of 2 or more)
+    log_counts: bool = False
+    integer: bool = False
+
+
 class Stage:
-    """Base of every stage. `kind` is "shard" (one input shard -> one output shard) or "global"."""
+    """Base of every stage. `kind` is "shard" (one input shard -> one output shard) or "global".
+
+    A concrete stage sets `Config`, its config model (whose `name` is the stage's name); defining the
+    class registers the stage, so the run config accepts it and `build_stage` finds it. Every stage
+    is built the same way: `Stage(config, run)`."""
 
     name: str = ""
     kind: str = "shard"
+    Config: type[StageConfig] = StageConfig
 
-    def __init__(self, config):
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if "Config" in cls.__dict__:
+            cls.name = cls.Config.model_fields["name"].default
+            register_stage(cls.name, cls.Config)
+            STAGES[cls.name] = cls
+
+    def __init__(self, config, run: RunContext | None = None):
         self.config = config
+        self.run = run or RunContext()
+
+    # -- what the run report and the run table show (class-level: they read manifests, not stages)
+    plots: tuple[Plot, ...] = ()
+
+    @classmethod
+    def report_marks(cls, config: dict, extra: dict) -> list[tuple[float, str]]:
+        """Values to draw over this stage's histograms: its thresholds and a corpus-wide cut-off."""
+        marks = [(float(config["threshold"]), f"threshold {config['threshold']:g}")] \
+            if config.get("threshold") is not None else []
+        marks += [(float(v), f"{label} {v:g}") for label, v in (config.get("thresholds") or {}).items()]
+        if extra.get("cutoff") is not None:
+            marks.append((float(extra["cutoff"]), f"cut-off {extra['cutoff']:.4g}"))
+        return marks
+
+    @classmethod
+    def summary(cls, output: str, extra: dict) -> tuple[str, list[tuple[str, list[tuple[str, float]]]]] | None:
+        """A line on what the stage made (printed after a run and in the report) and bar charts
+        (title, [(label, value)]) for the report; None when there is nothing to say."""
+        return None
+
+    def dry_run(self, shards, batch_size: int) -> dict | None:
+        """What the stage would do, without its expensive part (None: it has no dry run; it runs)."""
+        return None
 
     def output_schema(self, input_schema: pa.Schema) -> pa.Schema:
         return document_schema_for(input_schema)

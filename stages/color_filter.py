@@ -10,12 +10,42 @@ from __future__ import annotations
 import math
 from fractions import Fraction
 from functools import lru_cache
+from typing import Literal
 
 import numpy as np
 import pyarrow as pa
+from pydantic import Field
 
+from winnow.schemas.config import StageConfig
+from winnow.stages.base import Plot
 from winnow.stages.scoring import ScoreStage
 from winnow.stages.selection import exact_share
+
+
+class ColorFilterConfig(StageConfig):
+    """CoLoR-Filter: score = mean NLL under the prior LM - mean NLL under the conditional LM; keep the top 1/tau."""
+
+    name: Literal["color_filter"] = "color_filter"
+    prior: str = Field(description="causal LM directory (Hugging Face format)")
+    conditional: str = Field(description="the prior fine-tuned on target text")
+    tau: float = Field(4.0, gt=1.0, description="keep the ⌊N/tau⌋ highest-scoring documents of the pool")
+    selection: Literal["global", "block"] = Field(
+        "global", description="global: one corpus-wide cut-off; block: the top 1/tau of every block of documents")
+    block_size: int = Field(256, ge=2, description="documents per block (tau * n) when selection is 'block'")
+    context: int | None = Field(None, ge=8, description="tokens per window (default: the model's context)")
+    stride: int | None = Field(None, ge=1)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    num_gpus: float = Field(0, ge=0)
+    batch_size: int = Field(64, ge=1)
+    mode: Literal["filter", "annotate"] = "filter"
+
+    @property
+    def keep_top(self) -> float:
+        return 1.0 / self.tau
+
+    @property
+    def share_by(self) -> str:
+        return "documents"
 
 
 @lru_cache(maxsize=4)
@@ -26,7 +56,8 @@ def _lm(path: str, context: int | None, stride: int | None, device: str):
 
 
 class ColorFilter(ScoreStage):
-    name = "color_filter"
+    Config = ColorFilterConfig
+    plots = (Plot("color_score"),)
     primary = "color_score"
 
     def resources(self) -> dict:

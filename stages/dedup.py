@@ -22,6 +22,7 @@ import string
 import sys
 import unicodedata
 from functools import lru_cache
+from typing import Literal
 
 import numpy as np
 import polars as pl
@@ -30,9 +31,10 @@ import pyarrow.compute as pc
 import ray
 import regex
 from datasketch import MinHash
+from pydantic import Field, model_validator
 
-from winnow.schemas.config import DedupConfig
-from winnow.stages.base import GlobalStage, StageResult
+from winnow.schemas.config import Fraction, StageConfig
+from winnow.stages.base import GlobalStage, Plot, StageResult
 from winnow.stages.runtime import concat, exchange, map_shards, partition_count, split_by
 from winnow.storage.shards import iter_parquet_batches
 
@@ -43,6 +45,54 @@ _MAX_CHUNK_SHINGLES = 1 << 15
 DECISIONS = pa.schema([("_shard", pa.int32()), ("_row", pa.int64()), ("drop", pa.bool_()),
                        ("cluster", pa.string()), ("size", pa.int64())])
 EDGES = pa.schema([("u", pa.int64()), ("v", pa.int64())])
+
+
+class DedupConfig(StageConfig):
+    """MinHash LSH near-duplicate removal (defaults: word 5-grams, 112 permutations = 14 bands x 8 rows)."""
+
+    name: Literal["dedup"] = "dedup"
+    normalize: Literal["winnow", "datatrove"] = Field(
+        "winnow", description="winnow: the five switches below; datatrove: datatrove's `simplify_text` exactly "
+                              "(numbers such as 1,500 become one 0, symbols kept), for runs that must match it")
+    lowercase: bool = True
+    strip_punctuation: bool = True
+    collapse_whitespace: bool = True
+    fold_digits: bool = True
+    strip_accents: bool = True
+    ngram: int = Field(5, ge=1, le=32, description="words per shingle")
+    num_perm: int = Field(112, ge=2, le=1024)
+    bands: int | None = Field(None, ge=1, description="default 14 (with rows 8), or derived from `threshold`")
+    rows: int | None = Field(None, ge=1)
+    threshold: Fraction = Field(
+        0.8, description="Jaccard similarity that makes a duplicate: used by `verify`, and when given without "
+                         "bands/rows, to choose them (datasketch's false-positive/negative optimisation)")
+    seed: int = Field(1, ge=0, description="seed of the permutations (datasketch's `seed`)")
+    verify: bool = Field(False, description="check candidate pairs by exact Jaccard of their shingle sets")
+    keep: str = Field("lowest_id", description="survivor: 'lowest_id' or a numeric column whose highest value wins")
+    max_bucket_pairs: int = Field(
+        10, ge=1, description="a bucket of up to this many documents yields all its pairs; larger ones a star")
+
+    @model_validator(mode="after")
+    def _check_banding(self) -> "DedupConfig":
+        switches = {"lowercase", "strip_punctuation", "collapse_whitespace", "fold_digits", "strip_accents"}
+        if self.normalize == "datatrove" and switches & self.model_fields_set:
+            raise ValueError(f"normalize 'datatrove' fixes the normalisation; drop "
+                             f"{', '.join(sorted(switches & self.model_fields_set))}")
+        if (self.bands is None) != (self.rows is None):
+            raise ValueError("give both `bands` and `rows`, or neither (then they come from `threshold`)")
+        bands, rows = self.banding()
+        if bands * rows > self.num_perm:
+            raise ValueError(f"bands x rows = {bands * rows} exceeds num_perm {self.num_perm}")
+        return self
+
+    def banding(self) -> tuple[int, int]:
+        if self.bands is not None:
+            return self.bands, self.rows
+        if "threshold" in self.model_fields_set:
+            from datasketch.lsh import _optimal_param
+
+            return _optimal_param(self.threshold, self.num_perm, 0.5, 0.5)
+        return 14, 8
 
 
 def fmix64(h: np.ndarray) -> np.ndarray:
@@ -381,10 +431,12 @@ def connected_components(name: str, edges: list[list], partitions: int, options)
 
 
 class Dedup(GlobalStage):
-    name = "dedup"
+    Config = DedupConfig
+    plots = (Plot("dup_cluster_size", "documents per near-duplicate cluster (clusters of 2 or more)",
+                  "Near-duplicate clusters", kept_only=True, above=1, log_counts=True, integer=True),)
 
-    def __init__(self, config: DedupConfig):
-        super().__init__(config)
+    def __init__(self, config: DedupConfig, run=None):
+        super().__init__(config, run)
         self.score_column = None if config.keep == "lowest_id" else config.keep
 
     def plan(self, shards, options) -> tuple[dict[str, list], dict]:

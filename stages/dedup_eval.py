@@ -10,8 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
-from winnow.schemas.config import DedupConfig
-from winnow.stages.dedup import Shingler
+from winnow.stages.dedup import DedupConfig, Shingler
 
 BOILERPLATE = ("Subscribe to our newsletter for weekly updates. Share this article with your friends. "
                "All rights reserved. Terms of use and privacy policy apply to this website.")

@@ -9,16 +9,29 @@ from __future__ import annotations
 
 import hashlib
 import re
+from typing import Literal
 
 import numpy as np
 import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
+from pydantic import Field
 
-from winnow.schemas.config import ExactDedupConfig
+from winnow.schemas.config import StageConfig
 from winnow.stages.base import DECISION_SCHEMA, GlobalStage, StageResult
 
 _WS = re.compile(r"\s+")
+
+
+class ExactDedupConfig(StageConfig):
+    name: Literal["exact_dedup"] = "exact_dedup"
+    normalize: Literal["none", "whitespace", "lower_whitespace"] = Field(
+        "whitespace", description="what is ignored when comparing texts"
+    )
+    keep: str = Field(
+        "lowest_id",
+        description="survivor of a group: 'lowest_id', or the name of a numeric column whose highest value wins",
+    )
 
 
 def normalise(text: str, mode: str) -> str:
@@ -35,10 +48,10 @@ def text_hashes(texts: list[str], mode: str) -> tuple[np.ndarray, np.ndarray]:
 
 
 class ExactDedup(GlobalStage):
-    name = "exact_dedup"
+    Config = ExactDedupConfig
 
-    def __init__(self, config: ExactDedupConfig):
-        super().__init__(config)
+    def __init__(self, config: ExactDedupConfig, run=None):
+        super().__init__(config, run)
         self.score_column = None if config.keep == "lowest_id" else config.keep
         self.map_columns = ["id", "text"] + ([self.score_column] if self.score_column else [])
 

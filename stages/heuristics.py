@@ -16,12 +16,14 @@ import re
 import unicodedata
 from collections.abc import Callable
 from functools import lru_cache
+from typing import Literal
 
 import numpy as np
 import pyarrow as pa
 import regex
+from pydantic import Field
 
-from winnow.schemas.config import C4Rules, FineWebRules, GopherQualityRules, GopherRepetitionRules, HeuristicsConfig
+from winnow.schemas.config import Fraction, StageConfig, StrictModel
 from winnow.stages.base import DocumentStage, StageResult
 
 # Words, split the way spaCy's English tokenizer (which datatrove uses) splits them: URLs whole,
@@ -44,6 +46,62 @@ TERMINAL_PUNCTUATION_RE = regex.compile(r"\p{Sentence_Terminal}")  # Unicode's s
 C4_END_PUNCTUATION = (".", "?", "!", '"', "'")
 POLICY_SUBSTRINGS = ("terms of use", "privacy policy", "cookie policy", "uses cookies", "use of cookies", "use cookies")
 _HASH_MULT = np.uint64(0x9E3779B97F4A7C15)
+
+
+class GopherQualityRules(StrictModel):
+    enabled: bool = True
+    min_doc_words: int | None = Field(50, ge=0)
+    max_doc_words: int | None = Field(100_000, ge=1)
+    min_avg_word_length: float | None = Field(3, ge=0)
+    max_avg_word_length: float | None = Field(10, ge=0)
+    max_symbol_word_ratio: Fraction | None = 0.1
+    max_bullet_lines_ratio: Fraction | None = 0.9
+    max_ellipsis_lines_ratio: Fraction | None = 0.3
+    max_non_alpha_words_ratio: Fraction | None = 0.8
+    min_stop_words: int | None = Field(2, ge=0)
+    stop_words: list[str] = ["the", "be", "to", "of", "and", "that", "have", "with"]
+
+
+class GopherRepetitionRules(StrictModel):
+    enabled: bool = True
+    dup_line_frac: Fraction | None = 0.3
+    dup_para_frac: Fraction | None = 0.3
+    dup_line_char_frac: Fraction | None = 0.2
+    dup_para_char_frac: Fraction | None = 0.2
+    top_n_grams: dict[int, Fraction] = {2: 0.2, 3: 0.18, 4: 0.16}
+    dup_n_grams: dict[int, Fraction] = {5: 0.15, 6: 0.14, 7: 0.13, 8: 0.12, 9: 0.11, 10: 0.10}
+
+
+class C4Rules(StrictModel):
+    enabled: bool = True
+    clean_lines: bool = Field(True, description="write the text with C4's dropped lines removed, as C4 does")
+    remove_citations: bool = True
+    filter_no_terminal_punct: bool = True
+    min_num_sentences: int | None = Field(5, ge=0)
+    min_words_per_line: int | None = Field(3, ge=0)
+    max_word_length: int | None = Field(1000, ge=1)
+    filter_lorem_ipsum: bool = True
+    filter_javascript: bool = True
+    filter_curly_bracket: bool = True
+    filter_policy: bool = True
+
+
+class FineWebRules(StrictModel):
+    enabled: bool = True
+    line_punct_thr: Fraction | None = 0.12
+    line_punct_exclude_zero: bool = False
+    short_line_thr: Fraction | None = 0.67
+    short_line_length: int = Field(30, ge=0)
+    char_duplicates_ratio: Fraction | None = 0.01
+    new_line_ratio: Fraction | None = 0.3
+
+
+class HeuristicsConfig(StageConfig):
+    name: Literal["heuristics"] = "heuristics"
+    gopher_quality: GopherQualityRules = GopherQualityRules()
+    gopher_repetition: GopherRepetitionRules = GopherRepetitionRules()
+    c4: C4Rules = C4Rules()
+    fineweb: FineWebRules = FineWebRules()
 
 
 @lru_cache(maxsize=65536)
@@ -339,10 +397,10 @@ class Evaluator:
 
 
 class Heuristics(DocumentStage):
-    name = "heuristics"
+    Config = HeuristicsConfig
 
-    def __init__(self, config: HeuristicsConfig):
-        super().__init__(config)
+    def __init__(self, config: HeuristicsConfig, run=None):
+        super().__init__(config, run)
         self.evaluator = Evaluator(config)
 
     def apply(self, table: pa.Table) -> StageResult:

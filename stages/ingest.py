@@ -9,12 +9,14 @@ from __future__ import annotations
 import json
 import unicodedata
 from collections.abc import Iterator
+from typing import ClassVar, Literal
 
 import pyarrow as pa
+from pydantic import Field
 
-from winnow.schemas.config import IngestConfig, InputConfig
+from winnow.schemas.config import InputConfig, StageConfig
 from winnow.schemas.documents import DOCUMENT_SCHEMA, reject_schema_for
-from winnow.stages.base import Stage, StageResult
+from winnow.stages.base import RunContext, Stage, StageResult
 from winnow.storage.fs import Location, StorageError
 from winnow.storage.shards import (
     CorruptInputError,
@@ -27,17 +29,29 @@ from winnow.storage.shards import (
 REJECT_SCHEMA = reject_schema_for(DOCUMENT_SCHEMA)
 
 
+class IngestConfig(StageConfig):
+    name: Literal["ingest"] = "ingest"
+    source: ClassVar[bool] = True  # makes documents from the run's input
+    max_doc_bytes: int = Field(1_000_000, ge=1, description="texts longer than this (UTF-8 bytes) are rejected")
+    normalization: Literal["NFC", "NFKC", "none"] = "NFC"
+    on_corrupt_file: Literal["reject", "fail"] = Field(
+        "reject", description="a truncated/corrupt file: keep what was read and reject the rest, or fail the run"
+    )
+
+
 class MissingColumnError(ValueError):
     """A Parquet input lacks the configured text column."""
 
 
 class Ingest(Stage):
-    name = "ingest"
+    Config = IngestConfig
 
-    def __init__(self, config: IngestConfig, input_config: InputConfig, input_root: str):
-        super().__init__(config)
-        self.input = input_config
-        self.input_root = input_root.rstrip("/")
+    def __init__(self, config: IngestConfig, run: RunContext | None = None):
+        super().__init__(config, run)
+        if self.run.input is None or self.run.input_root is None:
+            raise ValueError("ingest reads the run's input: give RunContext(input=..., input_root=...)")
+        self.input = self.run.input
+        self.input_root = self.run.input_root.rstrip("/")
 
     def output_schema(self, input_schema: pa.Schema) -> pa.Schema:
         return DOCUMENT_SCHEMA

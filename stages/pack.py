@@ -20,19 +20,47 @@ import json
 import os
 import random
 import tempfile
+from typing import Literal
 
 import numpy as np
 import pyarrow as pa
 import ray
+from pydantic import Field, model_validator
 
-from winnow.schemas.config import PackConfig
-from winnow.stages.base import GlobalStage, StageResult
+from winnow.schemas.config import StageConfig
+from winnow.stages.base import GlobalStage, RunContext, StageResult
 from winnow.stages.packing import bfd, concat, decompose
 from winnow.storage.fs import Location
 from winnow.storage.megatron import MegatronWriter
 from winnow.storage.shards import ShardWriter, iter_parquet_batches, parquet_schema, upload_file
 
 ROWS_PER_WRITE = 4096
+
+
+class PackConfig(StageConfig):
+    """Training sequences from tokenized documents, written under OUTPUT/tokens/."""
+
+    name: Literal["pack"] = "pack"
+    strategy: Literal["concat", "bfd", "decompose"] = "bfd"
+    seq_len: int = Field(2048, ge=2)
+    min_log2: int = Field(8, ge=0, le=30, description="decompose: shortest bucket 2^min_log2")
+    max_log2: int = Field(13, ge=0, le=30, description="decompose: longest bucket 2^max_log2")
+    piece: Literal["targets", "tokens"] = Field(
+        "targets", description="decompose: a bucket-k piece holds 2^k + 1 ids (2^k next-token targets, as "
+                               "apple/ml-dataset-decomposition) or 2^k ids")
+    overflow: Literal["random", "longest"] = Field(
+        "random", description="decompose: the part of a document beyond 2^max_log2 goes to buckets drawn at "
+                              "random (P(k) ~ 2^-k, seeded; the reference's default) or to the longest bucket")
+    ranks: int = Field(1, ge=1, description="output parts (one per training rank); each packs its share of shards")
+    pad_id: int = Field(0, ge=0)
+    seed: int = 0
+    megatron: bool = Field(True, description="also write the documents as Megatron .bin/.idx")
+
+    @model_validator(mode="after")
+    def _buckets(self) -> "PackConfig":
+        if self.min_log2 > self.max_log2:
+            raise ValueError(f"min_log2 {self.min_log2} > max_log2 {self.max_log2}")
+        return self
 
 
 def _load(shards, batch_size: int) -> tuple[list[str], np.ndarray, np.ndarray]:
@@ -138,11 +166,29 @@ def _pack_rank(rank: int, stage: "Pack", shards, batch_size: int) -> dict:
 
 
 class Pack(GlobalStage):
-    name = "pack"
+    Config = PackConfig
 
-    def __init__(self, config: PackConfig, tokens_dir: Location):
-        super().__init__(config)
-        self.tokens_dir = tokens_dir
+    @classmethod
+    def summary(cls, output: str, extra: dict):
+        if not extra:
+            return None
+        line = (f"training sequences: {output}/tokens/ ({extra.get('strategy', '?')}: {extra.get('sequences', 0):,} "
+                f"sequences of {extra.get('seq_len', '?')} tokens, padding {extra.get('padding_fraction', 0):.2%}, "
+                f"efficiency {1 - extra.get('padding_fraction', 0.0):.2%}; {extra.get('documents_split', 0):,} "
+                f"documents split, {extra.get('tokens_dropped', 0):,} tokens dropped; Megatron files in "
+                f"tokens/megatron/)")
+        kept = extra.get("tokens", 0) - extra.get("tokens_dropped", 0)
+        bars = [("token slots of the packed sequences", [("tokens", kept), ("padding", extra.get("slots", 0) - kept)])]
+        if extra.get("buckets"):
+            bars.append(("sequences per bucket", [(f"len {k}", v) for k, v in sorted(extra["buckets"].items(),
+                                                                                     key=lambda kv: int(kv[0]))]))
+        return line, bars
+
+    def __init__(self, config: PackConfig, run: RunContext | None = None):
+        super().__init__(config, run)
+        if self.run.output is None:
+            raise ValueError("pack writes under the run's output: give RunContext(output=...)")
+        self.tokens_dir = self.run.output.join("tokens")
 
     def plan(self, shards, options) -> tuple[dict[str, list], dict]:
         from winnow.stages.runtime import get_phase

@@ -4,9 +4,22 @@ the cut-off found over the whole corpus."""
 
 from __future__ import annotations
 
-from winnow.stages.quality import Quality
+from typing import Literal
+
+from winnow.schemas.config import Fraction
+from winnow.stages.base import Plot
+from winnow.stages.quality import Quality, QualityConfig
+
+
+class PreselectConfig(QualityConfig):
+    """PreSelect: a fastText scorer trained from predictive-strength labels; keeps the top share by characters."""
+
+    name: Literal["preselect"] = "preselect"
+    keep_top: Fraction | None = 0.1
+    share_by: Literal["documents", "characters"] = "characters"
 
 
 class Preselect(Quality):
-    name = "preselect"
+    Config = PreselectConfig
+    plots = (Plot("preselect_score"),)
     primary = "preselect_score"

@@ -25,10 +25,12 @@ import hashlib
 import json
 import re
 from collections.abc import Callable, Iterator
+from typing import Literal
 
 import pyarrow as pa
+from pydantic import Field, model_validator
 
-from winnow.schemas.config import RephraseConfig
+from winnow.schemas.config import Fraction, StageConfig, StrictModel
 from winnow.schemas.documents import validate_documents
 from winnow.stages.base import DocumentStage, StageResult
 from winnow.storage.shards import iter_parquet_batches
@@ -51,6 +53,68 @@ REFUSAL = re.compile(r"^\W*(I'?m sorry|I am sorry|sorry,|I apologi[sz]e|I can ?n
                      r"I won'?t|As an AI)", re.IGNORECASE)
 SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 SYNTHETIC_COLUMNS = [pa.field("rephrase_of", pa.string()), pa.field("rephrase_style", pa.string())]
+
+
+class OpenAIConfig(StrictModel):
+    """An OpenAI-compatible server (vLLM, TGI, llama.cpp, a hosted API)."""
+
+    base_url: str = Field("http://127.0.0.1:8000/v1", description="up to and including /v1")
+    api_key_env: str = Field("OPENAI_API_KEY", description="environment variable holding the API key (may be unset)")
+    concurrency: int = Field(8, ge=1, le=1024, description="requests in flight per worker")
+    timeout_s: float = Field(120.0, gt=0, description="per request")
+    max_retries: int = Field(4, ge=0, le=20, description="retries on 429, 5xx, timeouts and connection errors")
+    backoff_s: float = Field(1.0, ge=0, description="first retry delay; doubles each retry (Retry-After wins)")
+
+
+class RephraseConfig(StageConfig):
+    """WRAP-style rephrasing (Maini et al. 2024): synthetic rows in the chosen styles, linked by `rephrase_of`."""
+
+    name: Literal["rephrase"] = "rephrase"
+    backend: Literal["transformers", "openai", "vllm"]
+    model: str = Field(description="HF model directory (transformers, vllm) or the served model's name (openai)")
+    styles: list[Literal["easy", "wiki", "hard", "qa"]] = Field(["wiki", "qa"], min_length=1)
+    instructions: dict[str, str] = Field({}, description="style -> instruction replacing WRAP's")
+    template: str | None = Field(None, description="completion prompt with {system}, {instruction} and {text}; "
+                                                   "default WRAP's 'SYSTEM USER: instruction text ASSISTANT:'")
+    system_prompt: str | None = Field(None, description="default: WRAP's (Vicuna-style) system prompt")
+    chat: bool = Field(False, description="send chat messages (system, user) instead of one completion prompt")
+    chat_template: str | None = Field(None, description="Jinja chat template (transformers, vllm); default: the "
+                                                        "tokenizer's")
+    tokenizer: str | None = Field(None, description="tokenizer for chunking (default: the model's; openai: a word "
+                                                    "estimate unless set)")
+    chunk_tokens: int = Field(300, ge=8, description="chunks end at sentence boundaries, at most this many tokens")
+    mix: float = Field(1.0, ge=0, description="synthetic per real text: tokens per token (mix_by: tokens; 1.0 is "
+                                              "WRAP's 1:1) or rows per document (mix_by: rows)")
+    mix_by: Literal["tokens", "rows"] = Field(
+        "tokens", description="tokens: documents take styles (in a seeded order) while the shard's synthetic tokens "
+                              "are below mix x its real tokens; rows: `mix` styles per document on average")
+    keep_original: bool = Field(True, description="pass the real rows through (else they go to rejects)")
+    max_documents_per_shard: int | None = Field(None, ge=0, description="rephrase at most this many documents per "
+                                                                         "shard (the rest pass through)")
+    max_new_tokens: int = Field(512, ge=1)
+    temperature: float = Field(0.7, ge=0, description="0: greedy")
+    top_p: Fraction = 0.95
+    seed: int = 0
+    max_output_ratio: float = Field(3.0, gt=0, description="an output over this many times its chunk's characters "
+                                                           "is rejected (runaway generation)")
+    batch_size: int = Field(16, ge=1, description="transformers: prompts per generate call")
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    num_gpus: float = Field(0, ge=0, description="GPUs each shard task asks Ray for")
+    openai: OpenAIConfig = OpenAIConfig()
+
+    @model_validator(mode="after")
+    def _check(self) -> "RephraseConfig":
+        unknown = sorted(set(self.instructions) - {"easy", "wiki", "hard", "qa"})
+        if unknown:
+            raise ValueError(f"instructions for unknown style(s) {unknown}; styles are easy, wiki, hard, qa")
+        if len(set(self.styles)) != len(self.styles):
+            raise ValueError(f"styles listed more than once: {self.styles}")
+        if self.mix > len(self.styles):
+            raise ValueError(f"mix {self.mix} asks for more synthetic text per document than its {len(self.styles)} "
+                             f"style(s) can make")
+        if self.template is not None and "{text}" not in self.template:
+            raise ValueError("template must contain {text}")
+        return self
 
 
 def render_prompt(config: RephraseConfig, style: str, text: str) -> str | list[dict]:
@@ -158,7 +222,7 @@ def check_output(chunk: str, generation, max_ratio: float) -> tuple[str, str] | 
 
 
 class Rephrase(DocumentStage):
-    name = "rephrase"
+    Config = RephraseConfig
 
     def resources(self) -> dict:
         gpus = self.config.num_gpus if self.config.backend != "openai" else 0
@@ -252,6 +316,34 @@ class Rephrase(DocumentStage):
         return StageResult.of(self.name, table.num_rows, kept, rejected, reasons, details, rows_added=len(jobs),
                               counters=counters)
 
+    def dry_run(self, shards, batch_size: int) -> dict:
+        """What this stage would ask of its backend, without generating: documents, synthetic rows and
+        prompts per style, prompt tokens (counted with the chunking tokenizer) and the new-token cap."""
+        from winnow.scorers.generate import load_token_counter
+
+        config, count = self.config, load_token_counter(self.config)
+        totals = {"documents": 0, "rephrased_documents": 0, "synthetic_rows": 0, "prompts": 0, "prompt_tokens": 0,
+                  "prompts_by_style": {s: 0 for s in config.styles}}
+        for shard in shards:
+            for table, jobs in self.planned_batches(shard.source, batch_size, columns=["id", "text"]):
+                prompts = [render_prompt(config, style, c) for _, style, chunks in jobs for c in chunks]
+                rendered = [p if isinstance(p, str) else "\n".join(m["content"] for m in p) for p in prompts]
+                totals["documents"] += table.num_rows
+                totals["rephrased_documents"] += len({row for row, _, _ in jobs})
+                totals["synthetic_rows"] += len(jobs)
+                totals["prompts"] += len(prompts)
+                totals["prompt_tokens"] += sum(count(rendered))
+                for _, style, chunks in jobs:
+                    totals["prompts_by_style"][style] += len(chunks)
+        totals["max_new_tokens"] = totals["prompts"] * config.max_new_tokens
+        styles = ", ".join(f"{s} {n:,}" for s, n in totals["prompts_by_style"].items())
+        totals["description"] = (
+            f"nothing generated: rephrase would rephrase {totals['rephrased_documents']:,} of {totals['documents']:,} "
+            f"documents into {totals['synthetic_rows']:,} synthetic rows\n  prompts: {totals['prompts']:,} ({styles})\n"
+            f"  prompt tokens: {totals['prompt_tokens']:,}; new tokens at most {totals['max_new_tokens']:,} "
+            f"(max_new_tokens per prompt)")
+        return totals
+
     def _synthetic_row(self, originals: pa.Table, row: int, style: str, outputs: list[str], backend) -> pa.Table:
         source = originals.slice(row, 1)
         doc_id = source.column("id")[0].as_py()
@@ -275,26 +367,3 @@ def _meta(value: str | None) -> dict:
     except ValueError:
         return {"original": value}
     return parsed if isinstance(parsed, dict) else {"original": parsed}
-
-
-def dry_run(config: RephraseConfig, shards, batch_size: int = 2048) -> dict:
-    """What a rephrase stage would ask of its backend, without generating: documents, synthetic rows
-    and prompts per style, prompt tokens (counted with the chunking tokenizer) and the new-token cap."""
-    from winnow.scorers.generate import load_token_counter
-
-    stage, count = Rephrase(config), load_token_counter(config)
-    totals = {"documents": 0, "rephrased_documents": 0, "synthetic_rows": 0, "prompts": 0, "prompt_tokens": 0,
-              "prompts_by_style": {s: 0 for s in config.styles}}
-    for shard in shards:
-        for table, jobs in stage.planned_batches(shard.source, batch_size, columns=["id", "text"]):
-            prompts = [render_prompt(config, style, c) for _, style, chunks in jobs for c in chunks]
-            rendered = [p if isinstance(p, str) else "\n".join(m["content"] for m in p) for p in prompts]
-            totals["documents"] += table.num_rows
-            totals["rephrased_documents"] += len({row for row, _, _ in jobs})
-            totals["synthetic_rows"] += len(jobs)
-            totals["prompts"] += len(prompts)
-            totals["prompt_tokens"] += sum(count(rendered))
-            for _, style, chunks in jobs:
-                totals["prompts_by_style"][style] += len(chunks)
-    totals["max_new_tokens"] = totals["prompts"] * config.max_new_tokens
-    return totals

@@ -23,8 +23,8 @@ from winnow.storage.shards import iter_parquet_batches
 class ScoreStage(GlobalStage):
     """Subclasses set `score_columns(scorer, texts) -> {column: scores}` and `decide(table)`."""
 
-    def __init__(self, config):
-        super().__init__(config)
+    def __init__(self, config, run=None):
+        super().__init__(config, run)
         self.cutoff: Cutoff | None = None
         self.kind = "global" if getattr(config, "keep_top", None) is not None else "shard"
 

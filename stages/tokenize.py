@@ -4,19 +4,35 @@ Documents over `max_tokens` are split into parts `<id>#<k>` (rows added), trunca
 
 from __future__ import annotations
 
+from typing import Literal
+
 import numpy as np
 import pyarrow as pa
+from pydantic import Field
 
-from winnow.schemas.config import TokenizeConfig
+from winnow.schemas.config import StageConfig
 from winnow.scorers.tokenizer import EOS, load_tokenizer, special_token, token_dtype
-from winnow.stages.base import DocumentStage, StageResult
+from winnow.stages.base import DocumentStage, Plot, StageResult
+
+
+class TokenizeConfig(StageConfig):
+    """Token ids per document with a Hugging Face fast tokenizer."""
+
+    name: Literal["tokenize"] = "tokenize"
+    tokenizer: str = Field(description="tokenizer.json or a Hugging Face directory")
+    eos_token: str | None = Field(None, description="appended to every document; default: the tokenizer's EOS")
+    bos_token: str | None = Field(None, description="prepended to every document when set")
+    max_tokens: int | None = Field(None, ge=2, description="longer documents are split, truncated or rejected")
+    on_long: Literal["split", "truncate", "reject"] = "split"
+    keep_text: bool = Field(True, description="keep the text column next to the token ids")
 
 
 class Tokenize(DocumentStage):
-    name = "tokenize"
+    Config = TokenizeConfig
+    plots = (Plot("n_tokens", "tokens per document", "Tokens", log_counts=True),)
 
-    def __init__(self, config: TokenizeConfig):
-        super().__init__(config)
+    def __init__(self, config: TokenizeConfig, run=None):
+        super().__init__(config, run)
         tokenizer = load_tokenizer(config.tokenizer)
         self.vocab_size = tokenizer.get_vocab_size(with_added_tokens=True)
         self.dtype = token_dtype(self.vocab_size)

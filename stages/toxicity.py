@@ -3,14 +3,31 @@ as `toxicity_score`; a document is dropped when any label is over its own thresh
 
 from __future__ import annotations
 
+from typing import Literal
+
 import numpy as np
 import pyarrow as pa
+from pydantic import Field
 
+from winnow.schemas.config import Fraction, StageConfig
+from winnow.scorers import ScorerConfig
+from winnow.stages.base import Plot
 from winnow.stages.scoring import ScoreStage
 
 
+class ToxicityConfig(StageConfig):
+    """Score toxicity with one or more labels; drop a document when any label is over its threshold."""
+
+    name: Literal["toxicity"] = "toxicity"
+    scorer: ScorerConfig
+    thresholds: dict[str, Fraction] = Field(
+        default_factory=lambda: {"toxic": 0.5}, description="label -> probability above which a document is dropped")
+    mode: Literal["filter", "annotate"] = "filter"
+
+
 class Toxicity(ScoreStage):
-    name = "toxicity"
+    Config = ToxicityConfig
+    plots = (Plot("toxicity_score"),)
     primary = "toxicity_score"
 
     def score_columns(self, scorer, texts: list[str]) -> dict[str, np.ndarray]:

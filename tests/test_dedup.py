@@ -12,8 +12,8 @@ from datasketch import MinHash, MinHashLSH
 
 from conftest import documents, shared
 from winnow.flows.demo import article
-from winnow.schemas.config import ConfigError, DedupConfig, parse_config
-from winnow.stages.dedup import Dedup, Shingler, shingle_hash, shingles
+from winnow.schemas.config import ConfigError, parse_config
+from winnow.stages.dedup import Dedup, DedupConfig, shingle_hash, Shingler, shingles
 from winnow.stages.dedup_eval import brute_force_truth, edited_corpus
 from winnow.stages.runtime import RuntimeOptions, Shard, run_stage
 from winnow.storage.fs import resolve

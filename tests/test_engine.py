@@ -59,8 +59,7 @@ def test_scorer_labels_and_missing_directory(tiny_model, tmp_path):
 def test_regression_head_feeds_the_quality_stage(tmp_path):
     """A FineWeb-Edu-style regressor (one output) scored through the quality stage."""
     from conftest import documents
-    from winnow.schemas.config import QualityConfig
-    from winnow.stages.quality import Quality
+    from winnow.stages.quality import Quality, QualityConfig
 
     rng = random.Random(5)
     texts = [article(rng) for _ in range(40)]

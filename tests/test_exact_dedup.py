@@ -1,6 +1,6 @@
 import pyarrow as pa
 
-from winnow.schemas.config import ExactDedupConfig
+from winnow.stages.exact_dedup import ExactDedupConfig
 from conftest import documents
 from winnow.stages.exact_dedup import ExactDedup
 

@@ -4,7 +4,7 @@ import random
 import pytest
 
 from conftest import documents, shared
-from winnow.schemas.config import HeuristicsConfig
+from winnow.stages.heuristics import HeuristicsConfig
 from winnow.flows.demo import article
 from winnow.stages.heuristics import Evaluator, Heuristics, split_words
 

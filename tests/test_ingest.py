@@ -6,16 +6,18 @@ import pyarrow.parquet as pq
 import pytest
 
 from conftest import shared, write_jsonl
-from winnow.schemas.config import IngestConfig, InputConfig
+from winnow.schemas.config import InputConfig
+from winnow.stages.ingest import IngestConfig
 from winnow.schemas.documents import validate_documents
+from winnow.stages.base import RunContext
 from winnow.stages.ingest import Ingest, MissingColumnError
 from winnow.storage.fs import resolve
 from winnow.storage.shards import CorruptInputError
 
 
 def ingest(path, root, batch_size=100, **input_kwargs):
-    stage = Ingest(IngestConfig(name="ingest", **input_kwargs.pop("ingest", {})),
-                   InputConfig(uri=str(root), **input_kwargs), str(root))
+    stage = Ingest(IngestConfig(**input_kwargs.pop("ingest", {})),
+                   RunContext(input=InputConfig(uri=str(root), **input_kwargs), input_root=str(root)))
     results = list(stage.process_shard(resolve(str(path)), batch_size))
     kept = pa.concat_tables([r.kept for r in results])
     rejects = pa.concat_tables([r.rejects for r in results])

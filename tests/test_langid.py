@@ -6,8 +6,7 @@ import pytest
 
 from conftest import documents as docs
 from conftest import shared
-from winnow.schemas.config import LangIdConfig
-from winnow.stages.langid import LangId, default_lid_model
+from winnow.stages.langid import LangId, LangIdConfig, default_lid_model
 
 
 @pytest.fixture(scope="module")

@@ -8,8 +8,11 @@ import pytest
 
 from conftest import documents
 from winnow.flows.demo import article
-from winnow.schemas.config import PackConfig, TokenizeConfig
+from winnow.stages.base import RunContext
+from winnow.stages.pack import PackConfig
+from winnow.stages.tokenize import TokenizeConfig
 from winnow.scorers.tokenizer import train_bpe
+from winnow.stages.base import RunContext
 from winnow.stages.pack import Pack
 from winnow.stages.runtime import RuntimeOptions, Shard, run_stage
 from winnow.stages.tokenize import Tokenize
@@ -40,7 +43,7 @@ def tokenized(tmp_path_factory):
 
 def run_pack(root, shards, name, **cfg):
     out = resolve(str(root / name))
-    manifest, _ = run_stage(Pack(PackConfig(name="pack", **cfg), out.join("tokens")), shards, out.join("pack"),
+    manifest, _ = run_stage(Pack(PackConfig(**cfg), RunContext(output=out)), shards, out.join("pack"),
                             name, RuntimeOptions(run_id="t", progress=False))
     return manifest, root / name / "tokens"
 

@@ -14,7 +14,7 @@ import yaml
 
 from conftest import documents, shared
 from openai_server import OpenAICompatibleServer
-from winnow.schemas.config import RephraseConfig
+from winnow.stages.rephrase import RephraseConfig
 from winnow.scorers.generate import load_token_counter
 from winnow.stages.rephrase import Rephrase, chunk_text, render_prompt, styles_for
 from winnow.stages.runtime import RuntimeOptions, Shard, run_stage

@@ -7,7 +7,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import ray
-from winnow.schemas.config import HeuristicsConfig
+from winnow.stages.heuristics import HeuristicsConfig
 from winnow.schemas.documents import DOCUMENT_SCHEMA
 from winnow.stages.base import DocumentStage, StageResult
 from winnow.stages.runtime import RuntimeOptions, Shard, StageFailedError, run_stage

@@ -99,8 +99,9 @@ def test_a_long_run_of_writes_under_heavy_throttling_loses_none(s3_server):
 def test_a_store_that_keeps_failing_fails_the_shard_and_never_rejects_its_rows(s3_server, tmp_path, suffix):
     """An input the store stops serving mid-file is a storage error (Ray retries the task), not a
     corrupt file whose remaining rows become `corrupt_file` rejects."""
-    from winnow.schemas.config import IngestConfig, InputConfig
-    from winnow.stages.ingest import Ingest
+    from winnow.schemas.config import InputConfig
+    from winnow.stages.base import RunContext
+    from winnow.stages.ingest import Ingest, IngestConfig
     from winnow.storage.fs import StorageError
 
     rows = [{"text": f"document {i} " + "words " * 60} for i in range(60_000)]  # ~23 MB: several reads
@@ -113,7 +114,8 @@ def test_a_store_that_keeps_failing_fails_the_shard_and_never_rejects_its_rows(s
     boto3.client("s3", endpoint_url=s3_server).upload_file(str(local), BUCKET, f"failing/a{suffix}")
     with FaultyS3Proxy(s3_server, throttle=0.0, drop=0.0) as proxy:
         loc = resolve(f"s3://{BUCKET}/failing/a{suffix}", S3Config(endpoint_url=proxy.url, max_attempts=1))
-        ingest = Ingest(IngestConfig(name="ingest"), InputConfig(uri=f"s3://{BUCKET}/failing"), f"s3://{BUCKET}/failing")
+        ingest = Ingest(IngestConfig(), RunContext(input=InputConfig(uri=f"s3://{BUCKET}/failing"),
+                                                   input_root=f"s3://{BUCKET}/failing"))
         results = ingest.process_shard(loc, batch_size=1000)
         assert next(results).kept.num_rows == 1000
         proxy.throttle = 1.0  # from now on the store answers every request with 503 SlowDown

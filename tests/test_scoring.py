@@ -11,7 +11,8 @@ import pytest
 
 from conftest import documents as docs
 from conftest import shared
-from winnow.schemas.config import QualityConfig, ToxicityConfig
+from winnow.stages.quality import QualityConfig
+from winnow.stages.toxicity import ToxicityConfig
 from winnow.scorers.data import parse_label_map, read_labelled
 from winnow.scorers.fasttext import FastTextParams, FastTextScorer, roc_auc, train
 from winnow.stages.quality import Quality

@@ -11,7 +11,7 @@ import pytest
 
 from conftest import documents, shared
 from winnow.flows.demo import article
-from winnow.schemas.config import ColorFilterConfig
+from winnow.stages.color_filter import ColorFilterConfig
 from winnow.scorers.lm import train_lm
 from winnow.scorers.tokenizer import train_bpe
 from winnow.stages.color_filter import ColorFilter
@@ -96,7 +96,7 @@ def test_block_top_keeps_the_best_of_every_block_with_ties_to_the_earlier_row():
 
 @pytest.mark.usefixtures("ray_local")
 def test_preselect_trains_from_model_losses_and_keeps_a_character_share(tmp_path):
-    from winnow.schemas.config import PreselectConfig
+    from winnow.stages.preselect import PreselectConfig
     from winnow.scorers.preselect import train_preselect
     from winnow.stages.preselect import Preselect
 

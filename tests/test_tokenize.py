@@ -12,7 +12,7 @@ import pytest
 
 from conftest import documents
 from winnow.flows.demo import article
-from winnow.schemas.config import TokenizeConfig
+from winnow.stages.tokenize import TokenizeConfig
 from winnow.scorers.tokenizer import EOS, load_tokenizer, token_dtype, train_bpe
 from winnow.stages.tokenize import Tokenize
 
