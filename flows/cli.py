@@ -137,14 +137,8 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def _train(args: argparse.Namespace) -> int:
-    """Train a fastText quality or toxicity classifier (and its card), or a byte-level BPE tokenizer."""
-
-    if args.kind == "tokenizer":
-        return _train_tokenizer(args)
-    if args.kind in ("lm", "preselect"):
-        return _train_lm_or_preselect(args)
-
+def _train_classifier(args: argparse.Namespace) -> int:
+    """A fastText quality or toxicity classifier and its card."""
     from winnow.scorers.data import parse_label_map, read_labelled, read_texts
     from winnow.scorers.fasttext import FastTextParams, train
 
@@ -160,7 +154,7 @@ def _train(args: argparse.Namespace) -> int:
         texts, labels = pos + neg, [args.positive_label] * len(pos) + [args.negative_label] * len(neg)
     else:
         raise ValueError("give --data FILE (with --label-field) or both --positives and --negatives")
-    params = FastTextParams(dim=args.dim, lr=args.lr, epoch=args.epoch, wordNgrams=args.word_ngrams, seed=args.seed)
+    params = FastTextParams(dim=args.dim, lr=args.lr, epoch=args.epochs, wordNgrams=args.word_ngrams, seed=args.seed)
     positive = args.positive or (None if args.data else args.positive_label)
     if positive is None:
         raise ValueError(f"--data: name the label whose probability is the score with --positive (labels in the "
@@ -176,33 +170,35 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _training_texts(args: argparse.Namespace) -> list[str]:
-    """The texts of --data FILE (or --positives FILE ...), at most --max-per-class of them, sampled."""
+    """The texts of --data FILE, at most --max-texts of them, sampled."""
     from winnow.scorers.data import read_benchmark_texts, read_texts
 
-    files = [args.data] if args.data else args.positives
-    if not files:
-        raise ValueError(f"give the training text with --data FILE (for {args.kind})")
-    texts = read_benchmark_texts(files) if args.format == "benchmark" else read_texts(files, args.text_field)
-    if args.max_per_class:
-        texts = random.Random(args.seed).sample(texts, min(len(texts), args.max_per_class))
+    fmt = getattr(args, "format", "text")
+    texts = read_benchmark_texts([args.data]) if fmt == "benchmark" else read_texts([args.data], args.text_field)
+    if args.max_texts:
+        texts = random.Random(args.seed).sample(texts, min(len(texts), args.max_texts))
     return texts
 
 
-def _train_lm_or_preselect(args: argparse.Namespace) -> int:
-    texts = _training_texts(args)
-    if args.kind == "lm":
-        from winnow.scorers.lm import train_lm
+def _train_lm(args: argparse.Namespace) -> int:
+    from winnow.scorers.lm import train_lm
 
-        figures = train_lm(texts, args.out, init=args.init, tokenizer=args.tokenizer, epochs=args.epochs,
-                           seq_len=args.seq_len, batch_size=args.batch_size, lr=args.lm_lr,
-                           warmup_steps=args.warmup_steps)
-        console.print(f"trained LM -> {args.out}: {figures}")
-        return 0
+    if (args.init is None) == (args.tokenizer is None):
+        raise ValueError("give --tokenizer DIR to train a new model, or --init MODEL_DIR to fine-tune one")
+    figures = train_lm(_training_texts(args), args.out, init=args.init, tokenizer=args.tokenizer, epochs=args.epochs,
+                       seq_len=args.seq_len, batch_size=args.batch_size, lr=args.lr, warmup_steps=args.warmup_steps,
+                       seed=args.seed)
+    console.print(f"trained LM -> {args.out}: {figures}")
+    return 0
+
+
+def _train_preselect(args: argparse.Namespace) -> int:
     from winnow.scorers.preselect import train_preselect
 
-    if not args.models or not args.benchmark_scores:
-        raise ValueError("preselect needs --models DIR ... and --benchmark-scores S ... (one per model)")
-    card = train_preselect(texts, args.models, args.benchmark_scores, args.out, seed=args.seed)
+    if len(args.models) != len(args.benchmark_scores):
+        raise ValueError(f"one --benchmark-scores value per --models directory (got {len(args.models)} models, "
+                         f"{len(args.benchmark_scores)} scores)")
+    card = train_preselect(_training_texts(args), args.models, args.benchmark_scores, args.out, seed=args.seed)
     console.print(f"trained PreSelect classifier -> {args.out}: {card['preselect']['positives']:,} positives "
                   f"of {card['preselect']['documents']:,} documents; held-out {card.get('heldout')}")
     return 0
@@ -225,14 +221,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("config", help="run config (YAML)")
     run.add_argument("--out", help="output directory or s3:// URI (overrides the config's `output`)")
     run.add_argument("--ray-address", help="Ray cluster to use ('auto', ray://head:10001); default: local Ray")
-    run.add_argument("--resume", action="store_true", default=True,
-                     help="skip shards already committed under the same config (the default)")
     run.add_argument("--restart", action="store_true", help="discard earlier outputs of the stages and start over")
     run.add_argument("--break-lock", action="store_true",
                      help="remove the output's lock left by a run that died, then run")
     run.add_argument("--dry-run", action="store_true",
-                     help="run the stages before `rephrase`, then print its prompt counts and token estimates "
-                          "instead of generating")
+                     help="run the stages before the first one with a dry run (e.g. rephrase), then print what "
+                          "it would do (prompt counts, token estimates) instead of running it")
     run.set_defaults(func=_run)
 
     demo = sub.add_parser("demo", help="generate a small corpus and run the whole chain on it")
@@ -241,43 +235,63 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--ray-address")
     demo.set_defaults(func=_demo)
 
-    train = sub.add_parser("train", help="train a model a stage uses")
-    train.add_argument("kind", choices=["quality", "toxicity", "tokenizer", "lm", "preselect"])
-    train.add_argument("--tokenizer", help="lm: tokenizer directory for a new model")
-    train.add_argument("--init", help="lm: model directory to fine-tune (e.g. on target text)")
-    train.add_argument("--epochs", type=float, default=1.0)
-    train.add_argument("--seq-len", type=int, default=256)
-    train.add_argument("--batch-size", type=int, default=16)
-    train.add_argument("--lm-lr", type=float, help="lm: peak AdamW learning rate (default 1e-3 with --init, as "
-                                                    "color-filter-olmo fine-tunes; 3e-3 for a new small model)")
-    train.add_argument("--warmup-steps", type=int, default=100, help="lm: linear warm-up, then cosine decay")
-    train.add_argument("--format", choices=["text", "benchmark"], default="text",
-                       help="lm: 'benchmark' reads --data as llm-foundry benchmark items (query/choices/gold, "
-                            "...) and trains on each with its correct answer")
-    train.add_argument("--models", nargs="+", help="preselect: LM directories")
-    train.add_argument("--benchmark-scores", nargs="+", type=float, help="preselect: one score per model")
-    train.add_argument("--vocab-size", type=int, default=32000, help="tokenizer: vocabulary size")
-    train.add_argument("--out", required=True, help="where to write the model (.bin); the card goes to OUT.json")
-    train.add_argument("--data", help="one labelled file (.jsonl/.parquet/.csv) with text and label columns")
-    train.add_argument("--label-field", default="label")
-    train.add_argument("--label-map", help="rename labels, e.g. '0=toxic,1=toxic,2=clean' (others dropped)")
-    train.add_argument("--positives", nargs="+", help="files of positive examples (e.g. reference text)")
-    train.add_argument("--negatives", nargs="+", help="files of negative examples (e.g. web crawl)")
-    train.add_argument("--positive-label", default="hq")
-    train.add_argument("--negative-label", default="cc")
-    train.add_argument("--positive", help="the label whose probability is the score, recorded in the model card "
+    train = sub.add_parser("train", help="train a model a stage uses").add_subparsers(dest="kind", required=True)
+
+    def model(kind: str, help: str, func, out_help: str) -> argparse.ArgumentParser:
+        p = train.add_parser(kind, help=help)
+        p.add_argument("--out", required=True, help=out_help)
+        p.add_argument("--text-field", default="text")
+        p.add_argument("--seed", type=int, default=0)
+        p.set_defaults(func=func)
+        return p
+
+    for kind in ("quality", "toxicity"):
+        p = model(kind, f"a fastText {kind} classifier (DCLM-style defaults)", _train_classifier,
+                  "the model (.bin); its card goes to OUT.json")
+        p.add_argument("--data", help="one labelled file (.jsonl/.parquet/.csv) with text and label columns")
+        p.add_argument("--label-field", default="label")
+        p.add_argument("--label-map", help="rename labels, e.g. '0=toxic,1=toxic,2=clean' (others dropped)")
+        p.add_argument("--positives", nargs="+", help="files of positive examples (e.g. reference text)")
+        p.add_argument("--negatives", nargs="+", help="files of negative examples (e.g. web crawl)")
+        p.add_argument("--positive-label", default="hq")
+        p.add_argument("--negative-label", default="cc")
+        p.add_argument("--positive", help="the label whose probability is the score, recorded in the model card "
                                           "(default: --positive-label; required with --data)")
-    train.add_argument("--text-field", default="text")
-    train.add_argument("--min-chars", type=int, default=1, help="skip shorter examples")
-    train.add_argument("--max-per-class", type=int, help="sample at most this many texts per class (or for a "
-                                                          "tokenizer, in all)")
-    train.add_argument("--holdout", type=float, default=0.1, help="share kept out to measure precision/recall/AUC")
-    train.add_argument("--dim", type=int, default=100)
-    train.add_argument("--lr", type=float, default=0.1)
-    train.add_argument("--epoch", type=int, default=5)
-    train.add_argument("--word-ngrams", type=int, default=2)
-    train.add_argument("--seed", type=int, default=0)
-    train.set_defaults(func=_train)
+        p.add_argument("--min-chars", type=int, default=1, help="skip shorter examples")
+        p.add_argument("--max-per-class", type=int, help="sample at most this many texts per class")
+        p.add_argument("--holdout", type=float, default=0.1, help="share kept out to measure precision/recall/AUC")
+        p.add_argument("--dim", type=int, default=100)
+        p.add_argument("--lr", type=float, default=0.1)
+        p.add_argument("--epochs", type=int, default=5)
+        p.add_argument("--word-ngrams", type=int, default=2)
+
+    p = model("tokenizer", "a byte-level BPE", _train_tokenizer, "the tokenizer directory (Hugging Face format)")
+    p.add_argument("--data", required=True, help="text to train on (.jsonl/.parquet/.csv/.txt, optionally .gz)")
+    p.add_argument("--max-texts", type=int, help="sample at most this many texts")
+    p.add_argument("--vocab-size", type=int, default=32000)
+
+    p = model("lm", "a small causal LM, or fine-tune one (CoLoR-Filter's prior and conditional)", _train_lm,
+              "the model directory (Hugging Face format)")
+    p.add_argument("--data", required=True, help="text to train on")
+    p.add_argument("--max-texts", type=int, help="sample at most this many texts")
+    p.add_argument("--format", choices=["text", "benchmark"], default="text",
+                   help="'benchmark': --data holds llm-foundry benchmark items (query/choices/gold, ...), each "
+                        "trained on with its correct answer")
+    p.add_argument("--tokenizer", help="tokenizer directory for a new model")
+    p.add_argument("--init", help="model directory to fine-tune (e.g. the prior, on target text)")
+    p.add_argument("--epochs", type=float, default=1.0)
+    p.add_argument("--seq-len", type=int, default=256)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--lr", type=float, help="peak AdamW learning rate (default 1e-3 with --init, as "
+                                            "color-filter-olmo fine-tunes; 3e-3 for a new small model)")
+    p.add_argument("--warmup-steps", type=int, default=100, help="linear warm-up, then cosine decay")
+
+    p = model("preselect", "PreSelect's fastText scorer from LMs with known benchmark scores", _train_preselect,
+              "the model (.bin); its card goes to OUT.json")
+    p.add_argument("--data", required=True, help="the corpus to label by predictive strength")
+    p.add_argument("--max-texts", type=int, help="sample at most this many texts")
+    p.add_argument("--models", nargs="+", required=True, help="LM directories")
+    p.add_argument("--benchmark-scores", nargs="+", type=float, required=True, help="one score per model")
 
     report = sub.add_parser("report", help="write OUT/report.html for a run's output (also done by every run)")
     report.add_argument("output", help="the run's output directory or s3:// URI")

@@ -41,6 +41,18 @@ def plan_batches(lengths: Sequence[int], max_tokens: int, pad_multiple: int = 8)
     return batches
 
 
+def pad_batch(token_ids: Sequence[Sequence[int]], pad_id: int,
+              pad_multiple: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    """(input_ids, attention_mask) of right-padded rows, the width rounded up to `pad_multiple`."""
+    width = -(-max(len(t) for t in token_ids) // pad_multiple) * pad_multiple
+    ids = torch.full((len(token_ids), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(token_ids), width), dtype=torch.long)
+    for row, tokens in enumerate(token_ids):
+        ids[row, : len(tokens)] = torch.tensor(tokens, dtype=torch.long)
+        mask[row, : len(tokens)] = 1
+    return ids, mask
+
+
 class InferenceEngine:
     """Runs `forward(input_ids, attention_mask) -> (batch, ...) tensor` over token-id lists."""
 
@@ -61,12 +73,7 @@ class InferenceEngine:
         autocast = torch.autocast("cuda", dtype=torch.bfloat16) if self.device.type == "cuda" else nullcontext()
         with torch.inference_mode(), autocast:
             for batch in plan_batches(lengths, self.max_tokens, self.pad_multiple):
-                width = -(-max(lengths[i] for i in batch) // self.pad_multiple) * self.pad_multiple
-                ids = torch.full((len(batch), width), self.pad_id, dtype=torch.long)
-                mask = torch.zeros((len(batch), width), dtype=torch.long)
-                for row, i in enumerate(batch):
-                    ids[row, : lengths[i]] = torch.tensor(token_ids[i])
-                    mask[row, : lengths[i]] = 1
+                ids, mask = pad_batch([token_ids[i] for i in batch], self.pad_id, self.pad_multiple)
                 result = self.forward(ids.to(self.device), mask.to(self.device)).float().cpu().numpy()
                 for row, i in enumerate(batch):
                     outputs[i] = result[row]

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from winnow.gpu.engine import pick_device, plan_batches
+from winnow.gpu.engine import pad_batch, pick_device, plan_batches
 from winnow.gpu.fused_ce import token_nll
 
 PROBE_TOKENS = 32
@@ -134,12 +134,7 @@ class LMScorer:
         autocast = torch.autocast("cuda", dtype=torch.bfloat16) if self.device.type == "cuda" else nullcontext()
         with torch.inference_mode(), autocast:
             for batch in plan_batches([len(w) for _, w, _ in jobs], self.max_batch_tokens):
-                width = max(len(jobs[j][1]) for j in batch)
-                ids = torch.zeros((len(batch), width), dtype=torch.long)
-                mask = torch.zeros((len(batch), width), dtype=torch.long)
-                for row, j in enumerate(batch):
-                    ids[row, : len(jobs[j][1])] = torch.tensor(jobs[j][1])
-                    mask[row, : len(jobs[j][1])] = 1
+                ids, mask = pad_batch([jobs[j][1] for j in batch], pad_id=0)
                 rows, cols, targets = [], [], []
                 for row, j in enumerate(batch):  # hidden at p-1 predicts token p, for the scored tail
                     length, scored = len(jobs[j][1]), jobs[j][2]

@@ -105,9 +105,13 @@ class Stage:
     def output_schema(self, input_schema: pa.Schema) -> pa.Schema:
         return document_schema_for(input_schema)
 
+    def gpus(self) -> float:
+        """GPUs one shard task asks Ray for (model-bearing stages read it from their config)."""
+        return 0
+
     def resources(self) -> dict:
-        """What one shard task asks Ray for (model-bearing stages may add GPUs)."""
-        return {"num_cpus": 1}
+        """What one shard task asks Ray for."""
+        return {"num_cpus": 1, "num_gpus": self.gpus()} if self.gpus() else {"num_cpus": 1}
 
     def process_shard(self, source: Location, batch_size: int, **context) -> Iterator[StageResult]:
         raise NotImplementedError

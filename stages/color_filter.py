@@ -60,8 +60,8 @@ class ColorFilter(ScoreStage):
     plots = (Plot("color_score"),)
     primary = "color_score"
 
-    def resources(self) -> dict:
-        return {"num_cpus": 1, "num_gpus": self.config.num_gpus} if self.config.num_gpus else {"num_cpus": 1}
+    def gpus(self) -> float:
+        return self.config.num_gpus
 
     def score(self, texts: list[str]) -> dict[str, np.ndarray]:
         cfg = self.config

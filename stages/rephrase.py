@@ -224,9 +224,8 @@ def check_output(chunk: str, generation, max_ratio: float) -> tuple[str, str] | 
 class Rephrase(DocumentStage):
     Config = RephraseConfig
 
-    def resources(self) -> dict:
-        gpus = self.config.num_gpus if self.config.backend != "openai" else 0
-        return {"num_cpus": 1, "num_gpus": gpus} if gpus else {"num_cpus": 1}
+    def gpus(self) -> float:
+        return self.config.num_gpus if self.config.backend != "openai" else 0
 
     def process_shard(self, source, batch_size: int, **context) -> Iterator[StageResult]:
         mix = TokenMix(self.config)

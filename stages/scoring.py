@@ -28,9 +28,8 @@ class ScoreStage(GlobalStage):
         self.cutoff: Cutoff | None = None
         self.kind = "global" if getattr(config, "keep_top", None) is not None else "shard"
 
-    def resources(self) -> dict:
-        gpus = self.config.scorer.num_gpus
-        return {"num_cpus": 1, "num_gpus": gpus} if gpus else {"num_cpus": 1}
+    def gpus(self) -> float:
+        return self.config.scorer.num_gpus
 
     # -- scoring
     def score(self, texts: list[str]) -> dict[str, np.ndarray]:

@@ -30,3 +30,19 @@ def test_validate_lists_input(tmp_path):
                                       "stages": [{"name": "ingest"}]}))
     result = winnow("validate", str(config))
     assert result.returncode == 2 and "input not found" in result.stdout
+
+
+def test_train_has_one_sub_command_per_model_with_its_own_flags(tmp_path):
+    data = tmp_path / "text.jsonl"
+    data.write_text("\n".join(f'{{"text": "document number {i} about gardens and tomato plants"}}'
+                              for i in range(200)))
+    result = winnow("train", "tokenizer", "--data", str(data), "--vocab-size", "300", "--out", str(tmp_path / "bpe"))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert (tmp_path / "bpe" / "tokenizer.json").is_file()
+    # flags of other models are not accepted: fastText's --word-ngrams means nothing to an LM
+    wrong = winnow("train", "lm", "--data", str(data), "--word-ngrams", "2", "--out", str(tmp_path / "lm"))
+    assert wrong.returncode == 2 and "unrecognized arguments: --word-ngrams" in wrong.stderr
+    assert "--warmup-steps" in winnow("train", "lm", "--help").stdout
+    assert "--warmup-steps" not in winnow("train", "quality", "--help").stdout
+    # `run --resume` did nothing (resuming is what every run does) and is gone
+    assert "unrecognized arguments: --resume" in winnow("run", "c.yaml", "--resume").stderr
