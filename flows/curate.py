@@ -83,8 +83,8 @@ def curate(config: RunConfig | dict | str, ray_address: str | None = None, out: 
     "stages": {"quality": {"threshold": 0.7}}}). One run at a time per output: a second run refuses
     while the first holds `OUT/_lock.json` (`break_lock` removes a dead run's lock). `dry_run`: run the
     stages before the first one that has a dry run (their committed shards serve the real run later),
-    then report what that stage would do (e.g. what rephrasing would ask of its backend) instead. The run ends by writing
-    `OUT/report.html`.
+    then report what that stage would do (e.g. what rephrasing would ask of its backend) instead. The
+    run ends by writing `OUT/report.html`.
     """
     config = _resolve_config(config, out, overrides)
     input_root, shards = list_input_shards(config)

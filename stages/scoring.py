@@ -116,16 +116,16 @@ class ScoreStage(GlobalStage):
 def _score_task(shard_index, shard, stage: ScoreStage, batch_size: int):
     """Scores of one shard (a table of score columns, in row order), its selection keys, and its total
     weight (documents or characters)."""
-    tables, keys, total = [], [], 0
+    tables, ids, weights = [], [], []
     for batch in iter_parquet_batches(shard.source, batch_size, columns=["id", "text"]):
         texts = batch.column("text").to_pylist()
         scores = stage.score(texts)
         tables.append(pa.table({c: pa.array(v, pa.float32()) for c, v in scores.items()}))
-        weights = (np.fromiter(map(len, texts), np.int64, len(texts)) if stage.config.share_by == "characters"
-                   else np.ones(len(texts), np.int64))
-        keys.append(key_table(tables[-1].column(stage.primary), batch.column("id"), weights))
-        total += int(weights.sum())
-    if not tables:
-        return [None, key_table([], pa.array([], pa.string()), np.zeros(0, np.int64)), 0]
-    return [pa.concat_tables(tables), pa.concat_tables(keys).sort_by([("neg", "ascending"), ("id", "ascending")]),
-            total]
+        ids.append(batch.column("id"))
+        weights.append(np.fromiter(map(len, texts), np.int64, len(texts)) if stage.config.share_by == "characters"
+                       else np.ones(len(texts), np.int64))
+    table = pa.concat_tables(tables) if tables else None
+    scores = table.column(stage.primary) if table is not None else []
+    weights = np.concatenate(weights) if weights else np.zeros(0, np.int64)
+    keys = key_table(scores, pa.chunked_array(ids, pa.string()), weights)  # sorted once, for the whole shard
+    return [table, keys, int(weights.sum())]
