@@ -96,11 +96,11 @@ def worker_peak_rss(n_docs: int, workdir: Path) -> float:
                              "url": [None] * n_docs, "meta": [None] * n_docs}, schema=DOCUMENT_SCHEMA), shard)
     code = f"""
 from winnow.stages.heuristics import Heuristics, HeuristicsConfig
-from winnow.stages.runtime import Shard, process_shard
+from winnow.stages.runtime import Shard, Step, process_segment
 from winnow.storage.fs import resolve
 out = resolve({str(workdir / f'out-{n_docs}')!r})
-entry = process_shard(Heuristics(HeuristicsConfig(name='heuristics')), Shard('part-00000', resolve({str(shard)!r})),
-                      out, 'bench', 'bench', 2048)
+step = Step(Heuristics(HeuristicsConfig(name='heuristics')), out, 'bench')
+[entry] = process_segment([step], Shard('part-00000', resolve({str(shard)!r})), 0, 'bench', 2048, [None])
 assert entry.rows_in == {n_docs}
 print(next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM")) / 1024)
 """

@@ -1,4 +1,5 @@
-"""The `curate` Prefect flow: the configured stages in order, one Prefect task per stage.
+"""The `curate` Prefect flow: the configured stages in order, one Prefect task per segment (the
+stages that run together in one Ray task per shard: see `winnow.stages.runtime`).
 
 Prefect gives the run its orchestration (state, retries, logs, schedules); each task drives Ray,
 which does the work. With PREFECT_API_URL unset Prefect uses its ephemeral local API.
@@ -17,8 +18,8 @@ from prefect.cache_policies import NO_CACHE
 
 from winnow.flows.report import write_report
 from winnow.schemas.config import RunConfig, apply_overrides, load_config, parse_config
-from winnow.stages import build_stage
-from winnow.stages.runtime import RuntimeOptions, Shard, ray_session, run_stage
+from winnow.stages import Stage, build_stage
+from winnow.stages.runtime import RuntimeOptions, SegmentResult, Shard, Step, ray_session, run_segment, segments
 from winnow.storage.fs import Location, resolve
 from winnow.storage.lock import output_lock
 from winnow.storage.shards import detect_format
@@ -55,22 +56,27 @@ def _known_format(loc: Location) -> bool:
         return False
 
 
-@task(name="stage", task_run_name="{stage_name}", cache_policy=NO_CACHE)
-def stage_task(stage_name: str, stage, shards: list[Shard], stage_dir: Location, config_hash: str,
-               options: RuntimeOptions) -> dict[str, Any]:
-    """Run one stage over its shards; the result is the stage's counts."""
+@task(name="segment", task_run_name="{label}", cache_policy=NO_CACHE)
+def segment_task(label: str, segment: list[Step], shards: list[Shard], options: RuntimeOptions,
+                 next_stage: Stage | None, mapped: dict[str, list] | None) -> SegmentResult:
+    """Run one segment over its shards; logs each stage's counts."""
     logger = get_run_logger()
-    manifest, skipped = run_stage(stage, shards, stage_dir, config_hash, options)
-    counts = {
-        "stage": stage_name, "kind": manifest.kind, "shards": len(manifest.shards), "rows_in": manifest.rows_in,
+    result = run_segment(segment, shards, options, next_stage, mapped)
+    for manifest in result.manifests:
+        logger.info("%s%s: %d in, %d kept, %d rejected", manifest.stage,
+                    " (already complete, skipped)" if result.skipped else "", manifest.rows_in, manifest.rows_out,
+                    manifest.rows_rejected)
+    return result
+
+
+def stage_counts(step: Step, manifest, skipped: bool) -> dict[str, Any]:
+    return {
+        "stage": step.name, "kind": manifest.kind, "shards": len(manifest.shards), "rows_in": manifest.rows_in,
         "rows_out": manifest.rows_out, "rows_rejected": manifest.rows_rejected, "rows_added": manifest.rows_added,
         "rejected_by_reason": manifest.rejected_by_reason, "counters": manifest.counters,
-        "seconds": manifest.seconds, "skipped": skipped,
-        "output": stage_dir.uri, **({"extra": manifest.extra} if manifest.extra else {}),
+        "seconds": manifest.seconds, "skipped": skipped, "output": step.dir.uri, "kept": manifest.kept,
+        **({"extra": manifest.extra} if manifest.extra else {}),
     }
-    logger.info("%s%s: %d in, %d kept, %d rejected", stage_name, " (already complete, skipped)" if skipped else "",
-                manifest.rows_in, manifest.rows_out, manifest.rows_rejected)
-    return counts
 
 
 @flow(name="curate", validate_parameters=False, log_prints=True)
@@ -105,16 +111,23 @@ def curate(config: RunConfig | dict | str, ray_address: str | None = None, out: 
         summary: dict[str, Any] = {"output": output.uri, "run_id": run_id, "stages": {},
                                    "config": config.model_dump(mode="json")}
         # Every stage is built (models' labels checked, tokenizers loaded) before the first one runs.
-        stages = [build_stage(stage_cfg, config, input_root.uri) for stage_cfg in config.stages]
-        with ray_session(ray_address or config.runtime.ray_address, config.runtime.num_cpus):
-            for stage_cfg, stage in zip(config.stages, stages, strict=True):
-                if dry_run and (plan := stage.dry_run(shards, config.runtime.batch_size)) is not None:
-                    summary["dry_run"] = {"stage": stage_cfg.name, **plan}
+        steps = [Step(build_stage(c, config, input_root.uri), output.join(c.name), hashes[c.name])
+                 for c in config.stages]
+        # A dry run stops at the first stage that has one; what comes before it is written for it to read.
+        dry = next((s.name for s in steps if type(s.stage).dry_run is not Stage.dry_run), None) if dry_run else None
+        plan = segments(steps, {dry} if dry else set())
+        mapped = None
+        with ray_session(ray_address or config.runtime.ray_address, config.runtime.num_cpus, tuple(config.plugins)):
+            for k, segment in enumerate(plan):
+                if segment[0].name == dry:
+                    summary["dry_run"] = {"stage": dry, **segment[0].stage.dry_run(shards, config.runtime.batch_size)}
                     return summary
-                stage_dir = output.join(stage_cfg.name)
-                counts = stage_task(stage_cfg.name, stage, shards, stage_dir, hashes[stage_cfg.name], options)
-                summary["stages"][stage_cfg.name] = counts
-                shards = [Shard(s.name, stage_dir.join(f"{s.name}.parquet")) for s in shards]
+                next_stage = plan[k + 1][0].stage if k + 1 < len(plan) else None
+                result = segment_task("+".join(s.name for s in segment), segment, shards, options, next_stage, mapped)
+                for step, manifest in zip(segment, result.manifests, strict=True):
+                    summary["stages"][step.name] = stage_counts(step, manifest, result.skipped)
+                shards, mapped = result.shards, result.mapped
+        summary["documents"] = shards[0].source.uri.rsplit("/", 1)[0] if shards else None
         output.join(RUN_SUMMARY).write_bytes_atomic(json.dumps(summary, indent=2).encode())
         try:
             summary["report"] = write_report(output).uri

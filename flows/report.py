@@ -3,8 +3,8 @@
 It shows the per-stage funnel (in, made, kept, rejected by reason), timings, score histograms
 with the thresholds or corpus-wide cut-offs drawn, the near-duplicate cluster-size distribution,
 token lengths and packing efficiency. Counts come from the stage manifests; distributions are
-read column by column from the stage outputs and rejects (at most `max_values` values per column),
-so a report over a large run reads floats and ints, never text.
+read column by column from the files holding each stage's kept rows and its rejects (at most
+`max_values` values per column), so a report over a large run reads floats and ints, never text.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import pyarrow.parquet as pq
 
 from winnow.stages import STAGES
 from winnow.storage.fs import Location, resolve
+from winnow.storage.manifest import kept_files
 
 REPORT = "report.html"
 CSS = """body{font-family:system-ui,sans-serif;margin:2em auto;max-width:980px;color:#222}
@@ -29,18 +30,22 @@ text-align:right}td:first-child,th:first-child,th:last-child,td.reasons{text-ali
 svg{background:#fafafa;border:1px solid #eee;margin:.5em 0}.note{color:#666;font-size:13px}"""
 
 
-def _shards(stage_dir: Location, rejects: bool = False) -> list[Location]:
-    """A stage's output shards (or its rejects shards), not those of sub-folders."""
-    base = stage_dir.join("rejects") if rejects else stage_dir
-    if not base.exists():
+def _files(out: Location, stage: str, rejects: bool) -> list[Location]:
+    """The files holding a stage's kept rows (see `kept_files`), and its rejects when asked."""
+    try:
+        files = kept_files(out, stage)
+    except FileNotFoundError:
         return []
-    return [loc for loc in base.list_files("part-*.parquet") if loc.path.rsplit("/", 1)[0] == base.path.rstrip("/")]
+    base = out.join(stage, "rejects")
+    if rejects and base.exists():
+        files += [loc for loc in base.list_files("part-*.parquet") if loc.path.rsplit("/", 1)[0] == base.path]
+    return files
 
 
-def _values(stage_dir: Location, column: str, max_values: int, rejects: bool = True) -> np.ndarray:
-    """Up to `max_values` non-null values of a column from a stage's outputs (and rejects)."""
+def _values(out: Location, stage: str, column: str, max_values: int, rejects: bool = True) -> np.ndarray:
+    """Up to `max_values` non-null values of a column from the rows a stage kept (and its rejects)."""
     parts, n = [], 0
-    for loc in _shards(stage_dir) + (_shards(stage_dir, rejects=True) if rejects else []):
+    for loc in _files(out, stage, rejects):
         with loc.open_read() as f:
             pf = pq.ParquetFile(f)
             if column not in pf.schema_arrow.names:
@@ -156,7 +161,7 @@ def build_report(output: str | Location, max_values: int = 1_000_000) -> str:
             continue
         extra = stages[name].get("extra") or {}
         for plot in stage.plots:
-            values = _values(out.join(name), plot.column, max_values, rejects=not plot.kept_only)
+            values = _values(out, name, plot.column, max_values, rejects=not plot.kept_only)
             if plot.above is not None:
                 values = values[values > plot.above]
             marks = [] if plot.kept_only else stage.report_marks(configs.get(name, {}), extra)

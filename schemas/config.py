@@ -95,6 +95,8 @@ class StageConfig(StrictModel):
     `source`: the stage makes documents from the run's input (it must come first, and only once)."""
 
     name: str
+    checkpoint: bool = Field(False, description="write this stage's kept documents (to inspect or branch from); "
+                                                "by default only the last stage of a segment writes them")
     source: ClassVar[bool] = False
 
 
@@ -170,7 +172,8 @@ class RunConfig(StrictModel):
         )
         hashes = {}
         for stage in self.stages:
-            upstream = _sha256({"upstream": upstream, "stage": stage.model_dump(mode="json")})
+            # where rows are written is not what they are: checkpoint does not change a hash
+            upstream = _sha256({"upstream": upstream, "stage": stage.model_dump(mode="json", exclude={"checkpoint"})})
             hashes[stage.name] = upstream
         return hashes
 

@@ -7,6 +7,8 @@ is done and is the proof that the stage is complete for a given config hash.
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, Field
 
 
@@ -27,7 +29,7 @@ class ShardEntry(BaseModel):
     rows_added: int = 0
     rejected_by_reason: dict[str, int] = Field(default_factory=dict)
     counters: dict[str, int] = Field(default_factory=dict)  # stage-specific counts (e.g. tokens made)
-    output: FileEntry
+    output: FileEntry | None  # None: the kept rows flowed on to the next stage of the segment, or were unchanged
     rejects: FileEntry | None = None
     run_id: str
     seconds: float
@@ -58,10 +60,15 @@ class StageManifest(BaseModel):
     seconds: float
     shards: list[ShardEntry]
     extra: dict = Field(default_factory=dict)  # stage-specific figures (e.g. duplicate groups)
+    # where the kept rows are: "written" (this stage's files), "fused" (they went on to the next stage of
+    # its segment: that stage's kept rows and rejects), "unchanged" (a pass-through: its input's files)
+    kept: Literal["written", "fused", "unchanged"] = "written"
+    next_stage: str | None = None  # the stage a "fused" stage's kept rows went on to
 
     @classmethod
     def from_shards(cls, stage: str, kind: str, config_hash: str, shards: list[ShardEntry], seconds: float,
-                    extra: dict | None = None) -> "StageManifest":
+                    extra: dict | None = None, kept: str = "written",
+                    next_stage: str | None = None) -> "StageManifest":
         from winnow import __version__
         from winnow.schemas.documents import SCHEMA_VERSION
 
@@ -79,8 +86,9 @@ class StageManifest(BaseModel):
             rows_in=sum(s.rows_in for s in shards), rows_out=sum(s.rows_out for s in shards),
             rows_rejected=sum(s.rows_rejected for s in shards), rows_added=sum(s.rows_added for s in shards),
             rejected_by_reason=dict(sorted(reasons.items())), counters=dict(sorted(counters.items())),
-            bytes_out=sum(s.output.bytes for s in shards), seconds=round(seconds, 3),
-            shards=sorted(shards, key=lambda s: s.shard), extra=extra or {},
+            bytes_out=sum(s.output.bytes for s in shards if s.output), seconds=round(seconds, 3),
+            shards=sorted(shards, key=lambda s: s.shard), extra=extra or {}, kept=kept,
+            next_stage=next_stage,
         )
         if manifest.rows_in + manifest.rows_added != manifest.rows_out + manifest.rows_rejected:
             raise CountMismatchError(f"stage {stage}: rows_in + rows_added != rows_out + rows_rejected")

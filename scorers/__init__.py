@@ -6,7 +6,6 @@ Scorers never import Ray: stages run them inside Ray workers, one loaded model p
 from __future__ import annotations
 
 import json
-from functools import lru_cache
 from pathlib import Path
 from typing import Literal, Protocol
 
@@ -36,9 +35,8 @@ class Scorer(Protocol):
     def predict_all(self, texts: list[str]) -> dict[str, np.ndarray]: ...
 
 
-@lru_cache(maxsize=4)
 def load_scorer(config) -> Scorer:
-    """The scorer a stage's `scorer:` config describes, loaded once per process."""
+    """The scorer a stage's `scorer:` config describes (a stage loads it in `setup`, once per process)."""
     if config.kind == "fasttext":
         from winnow.scorers.fasttext import FastTextScorer
 

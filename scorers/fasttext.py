@@ -14,7 +14,6 @@ import os
 import random
 import tempfile
 from dataclasses import dataclass, field
-from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -116,9 +115,8 @@ def train(texts: list[str], labels: list[str], out: str | Path, params: FastText
     return card
 
 
-@lru_cache(maxsize=8)
 def load_model(path: str):
-    """Load a fastText model once per process (workers reuse it across shards)."""
+    """Load a fastText model (stages do it in `setup`, once per worker process)."""
     import fasttext
 
     if not Path(path).is_file():

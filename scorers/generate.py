@@ -19,7 +19,6 @@ import asyncio
 import os
 import random
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 
 Prompt = str | list[dict]
@@ -212,20 +211,13 @@ class VLLMBackend:
 
 
 def load_backend(config):
-    """The backend a rephrase stage's config describes, built once per worker process."""
+    """The backend a rephrase stage's config describes (the stage builds it once per worker process)."""
+    if config.backend == "transformers":
+        return TransformersBackend(config.model, config.device, config.batch_size, config.chat_template)
+    if config.backend == "vllm":
+        return VLLMBackend(config.model, config.chat_template, config.seed)
     o = config.openai
-    return _backend(config.backend, config.model, config.device, config.batch_size, config.chat_template, config.seed,
-                    (o.base_url, o.api_key_env, o.concurrency, o.timeout_s, o.max_retries, o.backoff_s))
-
-
-@lru_cache(maxsize=2)
-def _backend(kind: str, model: str, device: str, batch_size: int, chat_template: str | None, seed: int,
-             openai: tuple):
-    if kind == "transformers":
-        return TransformersBackend(model, device, batch_size, chat_template)
-    if kind == "vllm":
-        return VLLMBackend(model, chat_template, seed)
-    return OpenAIBackend(model, *openai)
+    return OpenAIBackend(config.model, o.base_url, o.api_key_env, o.concurrency, o.timeout_s, o.max_retries, o.backoff_s)
 
 
 def load_token_counter(config):
@@ -233,15 +225,11 @@ def load_token_counter(config):
     path = config.tokenizer or (config.model if config.backend != "openai" else None)
     if path is None:
         return lambda texts: [round(len(t.split()) * 4 / 3) for t in texts]
-    return _tokenizer_counter(path)
-
-
-@lru_cache(maxsize=2)
-def _tokenizer_counter(path: str):
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(path)
+
     def count(texts: list[str]) -> list[int]:
         return [len(ids) for ids in tokenizer(list(texts), add_special_tokens=False)["input_ids"]] if texts else []
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
-from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -33,9 +32,8 @@ def train_bpe(texts: Iterable[str], vocab_size: int, out: str | Path, min_freque
     return out
 
 
-@lru_cache(maxsize=4)
 def load_tokenizer(path: str):
-    """A `tokenizers.Tokenizer` from a tokenizer.json file or a directory holding one (once per process)."""
+    """A `tokenizers.Tokenizer` from a tokenizer.json file or a directory holding one."""
     from tokenizers import Tokenizer
 
     file = Path(path)

@@ -1,11 +1,15 @@
 """What a stage is: per-shard stages map record batches to (kept, rejects); global stages add a
-map -> shuffle -> reduce phase whose decisions are then applied shard by shard."""
+map -> shuffle -> reduce phase whose decisions are then applied shard by shard.
+
+Stages work on streams of tables, so the runtime can chain consecutive stages inside one task per
+shard (a segment, see `winnow.stages.runtime`) without writing what passes between them."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
+import numpy as np
 import pyarrow as pa
 
 from winnow.schemas.config import InputConfig, StageConfig, register_stage
@@ -42,6 +46,7 @@ class RunContext:
 
 
 STAGES: dict[str, type["Stage"]] = {}
+_LOADED: dict[tuple, object] = {}  # per process: (stage class, config) -> what its `setup` loaded
 
 
 @dataclass(frozen=True)
@@ -67,6 +72,7 @@ class Stage:
     name: str = ""
     kind: str = "shard"
     Config: type[StageConfig] = StageConfig
+    passes_through: bool = False  # keeps every row unchanged (its work is elsewhere): no need to rewrite them
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -113,17 +119,42 @@ class Stage:
         """What one shard task asks Ray for."""
         return {"num_cpus": 1, "num_gpus": self.gpus()} if self.gpus() else {"num_cpus": 1}
 
+    def setup(self):
+        """Load what the stage needs in a worker (models, tokenizers, backends) and return it; read it
+        through `self.models`, which calls `setup` once per process for each stage config."""
+        return None
+
+    @property
+    def models(self):
+        """What `setup` loaded, shared by every task of this stage config in this process (stage
+        objects are rebuilt from pickles for every task, so the models cannot live on them)."""
+        key = (type(self).__module__, type(self).__qualname__, self.config.model_dump_json())
+        if key not in _LOADED:
+            _LOADED[key] = self.setup()
+        return _LOADED[key]
+
     def process_shard(self, source: Location, batch_size: int, **context) -> Iterator[StageResult]:
+        """A whole stored shard through the stage (a source stage reads its input format here)."""
+        return self.process_tables(read_documents(source, batch_size, self.name), **context)
+
+    def process_tables(self, tables: Iterable[pa.Table], **context) -> Iterator[StageResult]:
+        """A shard's documents, table by table, through the stage: the stream a segment chains."""
         raise NotImplementedError
+
+
+def read_documents(source: Location, batch_size: int, stage: str) -> Iterator[pa.Table]:
+    """A stored shard's documents, table by table, checked against the document contract."""
+    for batch in iter_parquet_batches(source, batch_size):
+        table = pa.Table.from_batches([batch])
+        validate_documents(table, where=f"{stage} input {source.uri}")
+        yield table
 
 
 class DocumentStage(Stage):
     """A per-shard stage over document tables: implement `apply` on one Arrow table."""
 
-    def process_shard(self, source: Location, batch_size: int, **context) -> Iterator[StageResult]:
-        for batch in iter_parquet_batches(source, batch_size):
-            table = pa.Table.from_batches([batch])
-            validate_documents(table, where=f"{self.name} input {source.uri}")
+    def process_tables(self, tables: Iterable[pa.Table], **context) -> Iterator[StageResult]:
+        for table in tables:
             yield self.apply(table)
 
     def apply(self, table: pa.Table) -> StageResult:
@@ -136,21 +167,22 @@ class GlobalStage(Stage):
 
     map_keys (per shard, on Ray) -> rows partitioned by `key` across reducers -> reduce (per
     partition) -> decisions (`_shard`, `_row`, `reason`, `detail`) routed back to their shard ->
-    `process_shard(..., decisions=...)` drops or annotates rows.
+    `process_tables(..., decisions=...)` drops or annotates rows.
     """
 
     kind = "global"
     map_columns: list[str] = ["id", "text"]
 
-    def plan(self, shards, options) -> tuple[dict[str, list], dict]:
+    def plan(self, shards, options, mapped: dict[str, list] | None = None) -> tuple[dict[str, list], dict]:
         """Decisions for every shard (Ray object refs, by shard name) and the stage's figures.
 
         The default is one hash shuffle: map_keys -> partition by key -> reduce. Stages that need
         several rounds (e.g. connected components) override this with the runtime's building blocks.
+        `mapped`: the mapper's outputs (refs, by shard name) of shards whose map ran on the way.
         """
         from winnow.stages.runtime import key_shuffle_plan
 
-        return key_shuffle_plan(self, shards, options)
+        return key_shuffle_plan(self, shards, options, mapped)
 
     def map_keys(self, table: pa.Table) -> pa.Table:
         """Small per-row records (no text) with a uint64 `key` column used for partitioning."""
@@ -163,14 +195,57 @@ class GlobalStage(Stage):
     def apply_decisions(self, table: pa.Table, row_offset: int, decisions: pa.Table) -> StageResult:
         raise NotImplementedError
 
-    def process_shard(self, source: Location, batch_size: int, decisions: pa.Table | None = None,
-                      **context) -> Iterator[StageResult]:
+    def process_tables(self, tables: Iterable[pa.Table], decisions: pa.Table | None = None,
+                       **context) -> Iterator[StageResult]:
         offset = 0
-        for batch in iter_parquet_batches(source, batch_size):
-            table = pa.Table.from_batches([batch])
-            validate_documents(table, where=f"{self.name} input {source.uri}")
+        for table in tables:
             yield self.apply_decisions(table, offset, decisions)
             offset += table.num_rows
+
+    # -- keys computed on the way: the segment before this stage feeds its output batches to a mapper
+    def mapper(self, shard_index: int, partitions: int) -> "Mapper | None":
+        """What collects this stage's per-shard keys from batches as they stream by (None: the stage
+        reads its input itself in `plan`). The default collects `map_keys` for one hash shuffle."""
+        return KeyMapper(self, shard_index, partitions)
+
+    def map_outputs(self, partitions: int) -> int:
+        """How many tables a mapper's `finish` returns before its figure."""
+        return partitions
+
+
+class Mapper:
+    """Per-shard map state: `add` each table of the shard in row order, then `finish` returns the
+    stage's map outputs (tables, routed by the stage's plan) and a small figure last."""
+
+    def add(self, table: pa.Table) -> None:
+        raise NotImplementedError
+
+    def finish(self) -> list:
+        raise NotImplementedError
+
+
+class KeyMapper(Mapper):
+    """`map_keys` of each table, with the rows' shard and row number, split into key partitions."""
+
+    def __init__(self, stage: GlobalStage, shard_index: int, partitions: int):
+        self.stage, self.shard_index, self.partitions = stage, shard_index, partitions
+        self.tables: list[pa.Table] = []
+        self.rows = 0
+
+    def add(self, table: pa.Table) -> None:
+        keys = self.stage.map_keys(table.select(self.stage.map_columns))
+        n = keys.num_rows
+        keys = keys.append_column("_shard", pa.array(np.full(n, self.shard_index, np.int32)))
+        keys = keys.append_column("_row", pa.array(np.arange(self.rows, self.rows + n, dtype=np.int64)))
+        self.tables.append(keys)
+        self.rows += n
+
+    def finish(self) -> list:
+        from winnow.stages.runtime import split_by
+
+        if not self.tables:
+            return [None] * self.partitions + [0]
+        return split_by(pa.concat_tables(self.tables), "key", self.partitions) + [self.rows]
 
 
 DECISION_SCHEMA = pa.schema([

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import math
 from fractions import Fraction
-from functools import lru_cache
 from typing import Literal
 
 import numpy as np
@@ -48,13 +47,6 @@ class ColorFilterConfig(StageConfig):
         return "documents"
 
 
-@lru_cache(maxsize=4)
-def _lm(path: str, context: int | None, stride: int | None, device: str):
-    from winnow.scorers.lm import LMScorer
-
-    return LMScorer(path, context=context, stride=stride, device=device)
-
-
 class ColorFilter(ScoreStage):
     Config = ColorFilterConfig
     plots = (Plot("color_score"),)
@@ -63,10 +55,16 @@ class ColorFilter(ScoreStage):
     def gpus(self) -> float:
         return self.config.num_gpus
 
+    def setup(self):
+        from winnow.scorers.lm import LMScorer
+
+        cfg = self.config
+        return tuple(LMScorer(path, context=cfg.context, stride=cfg.stride, device=cfg.device)
+                     for path in (cfg.prior, cfg.conditional))
+
     def score(self, texts: list[str]) -> dict[str, np.ndarray]:
         cfg = self.config
-        prior = _lm(cfg.prior, cfg.context, cfg.stride, cfg.device)
-        conditional = _lm(cfg.conditional, cfg.context, cfg.stride, cfg.device)
+        prior, conditional = self.models
         out: dict[str, list] = {"color_score": [], "prior_nll": [], "conditional_nll": []}
         for i in range(0, len(texts), cfg.batch_size):
             chunk = texts[i:i + cfg.batch_size]

@@ -34,9 +34,8 @@ from datasketch import MinHash
 from pydantic import Field, model_validator
 
 from winnow.schemas.config import Fraction, StageConfig
-from winnow.stages.base import GlobalStage, Plot, StageResult
-from winnow.stages.runtime import concat, exchange, map_shards, partition_count, split_by
-from winnow.storage.shards import iter_parquet_batches
+from winnow.stages.base import GlobalStage, Mapper, Plot, StageResult
+from winnow.stages.runtime import concat, exchange, map_phase, map_shards, partition_count, shard_tables, split_by
 
 _MULT = np.uint64(0x9E3779B97F4A7C15)  # odd 64-bit constant for rolling word hashes into shingle hashes
 _FMIX = (np.uint64(33), np.uint64(0xFF51AFD7ED558CCD), np.uint64(33), np.uint64(0xC4CEB9FE1A85EC53), np.uint64(33))
@@ -142,7 +141,8 @@ def simplify_text_datatrove(text: str) -> str:
     return unicodedata.normalize("NFD", text).translate(_nonspacing_marks()).strip()
 
 
-def normalise(texts: pa.Array | pa.ChunkedArray, cfg: DedupConfig) -> pa.Array:
+def normalise_texts(texts: pa.Array | pa.ChunkedArray, cfg: DedupConfig) -> pa.Array:
+    """Texts as the config compares them (accents, case, digits, punctuation), with Arrow kernels."""
     if cfg.normalize == "datatrove":
         return pa.array([simplify_text_datatrove(t) for t in texts.to_pylist()], pa.string())
     if cfg.strip_accents:
@@ -156,8 +156,9 @@ def normalise(texts: pa.Array | pa.ChunkedArray, cfg: DedupConfig) -> pa.Array:
     return texts
 
 
-def split_words(texts: pa.Array | pa.ChunkedArray, cfg: DedupConfig) -> pa.ListArray:
-    texts = normalise(texts, cfg)
+def shingle_words(texts: pa.Array | pa.ChunkedArray, cfg: DedupConfig) -> pa.ListArray:
+    """The words shingles are made of, per text."""
+    texts = normalise_texts(texts, cfg)
     if not cfg.collapse_whitespace and cfg.normalize != "datatrove":  # every single space separates words
         words = pc.split_pattern(texts, " ")
         return words.combine_chunks() if isinstance(words, pa.ChunkedArray) else words
@@ -172,7 +173,7 @@ def split_words(texts: pa.Array | pa.ChunkedArray, cfg: DedupConfig) -> pa.ListA
 
 def shingles(text: str, cfg: DedupConfig) -> list[bytes]:
     """The shingles of one text as datasketch would be fed them (for tests and verification)."""
-    words = split_words(pa.array([text]), cfg)[0].as_py()
+    words = shingle_words(pa.array([text]), cfg)[0].as_py()
     return [" ".join(words[i:i + cfg.ngram]).encode() for i in range(len(words) - cfg.ngram + 1)]
 
 
@@ -187,7 +188,7 @@ class Shingler:
     def shingle_hashes(self, texts) -> tuple[np.ndarray, np.ndarray]:
         """Flat shingle hashes and per-document offsets into them (len(texts) + 1)."""
         n = self.cfg.ngram
-        words = split_words(texts, self.cfg)
+        words = shingle_words(texts, self.cfg)
         offsets = words.offsets.to_numpy().astype(np.int64)
         offsets = offsets - offsets[0]
         flat = words.flatten()
@@ -250,25 +251,32 @@ def _shard_of(nodes: np.ndarray) -> np.ndarray:
 # ---------------------------------------------------------------- Ray tasks (one per shard / partition)
 
 
-def _signature_task(shard_index, shard, stage: "Dedup", batch_size: int, partitions: int):
+class SignatureMapper(Mapper):
     """Band records (band, key, node) of one shard, split by key; figures last."""
-    shingler = Shingler(stage.config)
-    bands, _ = stage.config.banding()
-    tables, offset, short = [], 0, 0
-    for batch in iter_parquet_batches(shard.source, batch_size, columns=["text"]):
-        sig, has_shingles = shingler.signatures(batch.column("text"))
-        rows = np.arange(offset, offset + batch.num_rows)[has_shingles]
-        keys = shingler.band_keys(sig[has_shingles])
-        short += int((~has_shingles).sum())
-        offset += batch.num_rows
-        tables.append(pa.table({
-            "band": np.tile(np.arange(bands, dtype=np.int32), len(rows)),
+
+    def __init__(self, stage: "Dedup", shard_index: int, partitions: int):
+        self.shard_index, self.partitions = shard_index, partitions
+        self.shingler = Shingler(stage.config)
+        self.bands, _ = stage.config.banding()
+        self.tables, self.rows, self.short = [], 0, 0
+
+    def add(self, table: pa.Table) -> None:
+        sig, has_shingles = self.shingler.signatures(table.column("text"))
+        rows = np.arange(self.rows, self.rows + table.num_rows)[has_shingles]
+        keys = self.shingler.band_keys(sig[has_shingles])
+        self.short += int((~has_shingles).sum())
+        self.rows += table.num_rows
+        self.tables.append(pa.table({
+            "band": np.tile(np.arange(self.bands, dtype=np.int32), len(rows)),
             "key": keys.reshape(-1),
-            "node": np.repeat(node_ids(shard_index, rows), bands),
+            "node": np.repeat(node_ids(self.shard_index, rows), self.bands),
         }))
-    records = concat(tables) or pa.table({"band": pa.array([], pa.int32()), "key": pa.array([], pa.uint64()),
-                                          "node": pa.array([], pa.int64())})
-    return split_by(records, "key", partitions) + [{"documents": offset, "shorter_than_a_shingle": short}]
+
+    def finish(self) -> list:
+        records = concat(self.tables) or pa.table({"band": pa.array([], pa.int32()), "key": pa.array([], pa.uint64()),
+                                                   "node": pa.array([], pa.int64())})
+        return split_by(records, "key", self.partitions) + [{"documents": self.rows,
+                                                             "shorter_than_a_shingle": self.short}]
 
 
 def _bucket_task(p, stage: "Dedup", partitions: int, n_shards: int, *parts):
@@ -303,13 +311,13 @@ def _fetch_task(shard_index, shard, stage: "Dedup", batch_size: int, partitions:
     columns = ["id"] + ([stage.score_column] if stage.score_column else []) + (["text"] if stage.config.verify else [])
     shingler = Shingler(stage.config) if stage.config.verify else None
     tables, offset = [], 0
-    for batch in iter_parquet_batches(shard.source, batch_size, columns=columns) if len(wanted) else []:
+    for batch in shard_tables(shard, batch_size, columns) if len(wanted) else []:
         rows = np.arange(offset, offset + batch.num_rows)
         offset += batch.num_rows
         mask = np.isin(rows, rows_wanted)
         if not mask.any():
             continue
-        picked = pa.Table.from_batches([batch]).filter(pa.array(mask))
+        picked = batch.filter(pa.array(mask))
         out = {"node": node_ids(shard_index, rows[mask]), "id": picked.column("id")}
         if stage.score_column:
             out["score"] = pc.cast(picked.column(stage.score_column), pa.float64())
@@ -439,14 +447,19 @@ class Dedup(GlobalStage):
         super().__init__(config, run)
         self.score_column = None if config.keep == "lowest_id" else config.keep
 
-    def plan(self, shards, options) -> tuple[dict[str, list], dict]:
+    map_columns = ["text"]
+
+    def mapper(self, shard_index: int, partitions: int) -> SignatureMapper:
+        return SignatureMapper(self, shard_index, partitions)
+
+    def plan(self, shards, options, mapped=None) -> tuple[dict[str, list], dict]:
         name, n_shards = self.name, len(shards)
         P = partition_count(shards, options)
         me = ray.put(self)
         bands, rows = self.config.banding()
         figures = {"bands": bands, "rows": rows, "partitions": P}
 
-        parts, counts = map_shards(name, shards, _signature_task, P, options, me, options.batch_size, P)
+        parts, counts = map_phase(self, shards, options, P, mapped)
         figures["documents"] = sum(c["documents"] for c in counts)
         figures["shorter_than_a_shingle"] = sum(c["shorter_than_a_shingle"] for c in counts)
         out, _ = exchange(name, "bucket", _bucket_task, parts, P + n_shards, options, me, P, n_shards)

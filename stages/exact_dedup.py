@@ -34,7 +34,8 @@ class ExactDedupConfig(StageConfig):
     )
 
 
-def normalise(text: str, mode: str) -> str:
+def comparable_text(text: str, mode: str) -> str:
+    """What exact_dedup compares of a text: it as is, or with whitespace runs collapsed (and lower-cased)."""
     if mode == "none":
         return text
     text = _WS.sub(" ", text).strip()
@@ -42,7 +43,7 @@ def normalise(text: str, mode: str) -> str:
 
 
 def text_hashes(texts: list[str], mode: str) -> tuple[np.ndarray, np.ndarray]:
-    digests = b"".join(hashlib.blake2b(normalise(t, mode).encode(), digest_size=16).digest() for t in texts)
+    digests = b"".join(hashlib.blake2b(comparable_text(t, mode).encode(), digest_size=16).digest() for t in texts)
     pairs = np.frombuffer(digests, dtype="<u8").reshape(-1, 2)
     return pairs[:, 0].copy(), pairs[:, 1].copy()
 

@@ -47,8 +47,11 @@ class LangId(DocumentStage):
         super().__init__(config, run)
         self.model_path = config.model or default_lid_model()
 
+    def setup(self):
+        return load_model(self.model_path)
+
     def apply(self, table: pa.Table) -> StageResult:
-        model = load_model(self.model_path)
+        model = self.models
         labels, probs = model.predict([fold(t) for t in table.column("text").to_pylist()], k=1)
         langs = [lab[0].removeprefix("__label__") if lab else "unknown" for lab in labels]
         scores = np.array([p[0] if len(p) else 0.0 for p in probs], dtype=np.float32)

@@ -32,7 +32,7 @@ from winnow.stages.base import GlobalStage, RunContext, StageResult
 from winnow.stages.packing import bfd, concat, decompose
 from winnow.storage.fs import Location
 from winnow.storage.megatron import MegatronWriter
-from winnow.storage.shards import ShardWriter, iter_parquet_batches, parquet_schema, upload_file
+from winnow.storage.shards import ShardWriter, parquet_schema, upload_file
 
 ROWS_PER_WRITE = 4096
 
@@ -65,15 +65,17 @@ class PackConfig(StageConfig):
 
 def _load(shards, batch_size: int) -> tuple[list[str], np.ndarray, np.ndarray]:
     """ids, flat tokens (in the tokenize stage's type) and offsets of every document in these shards."""
+    from winnow.stages.runtime import shard_tables
+
     ids, chunks, lengths = [], [], []
     dtype = np.dtype(np.uint16)
     for shard in shards:
         schema = parquet_schema(shard.source)
         if "input_ids" in schema.names:  # (an empty shard may have no token column)
             dtype = np.dtype(schema.field("input_ids").type.value_type.to_pandas_dtype())
-        for batch in iter_parquet_batches(shard.source, batch_size, columns=["id", "input_ids"]):
+        for batch in shard_tables(shard, batch_size, ["id", "input_ids"]):
             ids += batch.column("id").to_pylist()
-            col = batch.column("input_ids")
+            col = batch.column("input_ids").combine_chunks()
             chunks.append(col.values.to_numpy(zero_copy_only=False))
             lengths.append(np.diff(col.offsets.to_numpy()))
     tokens = np.concatenate(chunks) if chunks else np.zeros(0, dtype)
@@ -166,7 +168,11 @@ def _pack_rank(rank: int, stage: "Pack", shards, batch_size: int) -> dict:
 
 
 class Pack(GlobalStage):
+    """Packs the tokenized documents into training sequences under OUT/tokens/; the documents
+    themselves pass through unchanged (and are not written again)."""
+
     Config = PackConfig
+    passes_through = True
 
     @classmethod
     def summary(cls, output: str, extra: dict):
@@ -190,7 +196,10 @@ class Pack(GlobalStage):
             raise ValueError("pack writes under the run's output: give RunContext(output=...)")
         self.tokens_dir = self.run.output.join("tokens")
 
-    def plan(self, shards, options) -> tuple[dict[str, list], dict]:
+    def mapper(self, shard_index: int, partitions: int) -> None:
+        return None  # packing needs every token of a rank's shards at once: it reads them in its plan
+
+    def plan(self, shards, options, mapped=None) -> tuple[dict[str, list], dict]:
         from winnow.stages.runtime import get_phase
 
         groups = [shards[r::self.config.ranks] for r in range(self.config.ranks)]

@@ -21,6 +21,7 @@ committed one by one, so a resumed run generates only for shards not yet committ
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import re
@@ -31,7 +32,6 @@ import pyarrow as pa
 from pydantic import Field, model_validator
 
 from winnow.schemas.config import Fraction, StageConfig, StrictModel
-from winnow.schemas.documents import validate_documents
 from winnow.stages.base import DocumentStage, StageResult
 from winnow.storage.shards import iter_parquet_batches
 
@@ -227,19 +227,20 @@ class Rephrase(DocumentStage):
     def gpus(self) -> float:
         return self.config.num_gpus if self.config.backend != "openai" else 0
 
-    def process_shard(self, source, batch_size: int, **context) -> Iterator[StageResult]:
+    def setup(self) -> "_Models":
+        return _Models(self.config)
+
+    def process_tables(self, tables, **context) -> Iterator[StageResult]:
         mix = TokenMix(self.config)
-        for table, jobs in self.planned_batches(source, batch_size, mix=mix):
-            validate_documents(table, where=f"{self.name} input {source.uri}")
+        for table, jobs in self.planned_batches(tables, mix=mix):
             yield self.apply(table, jobs, mix)
 
-    def planned_batches(self, source, batch_size: int, columns: list[str] | None = None, mix: TokenMix | None = None):
-        """(table, jobs) per record batch of a shard, within the shard's `max_documents_per_shard`
-        (lazily: a batch is planned after the one before it was generated, so `mix` knows its tokens)."""
+    def planned_batches(self, tables, mix: TokenMix | None = None):
+        """(table, jobs) per table of a shard, within the shard's `max_documents_per_shard` (lazily: a
+        table is planned after the one before it was generated, so `mix` knows its tokens)."""
         budget = self.config.max_documents_per_shard  # documents left to rephrase in this shard
         mix = mix or TokenMix(self.config)
-        for batch in iter_parquet_batches(source, batch_size, columns=columns):
-            table = pa.Table.from_batches([batch])
+        for table in tables:
             jobs = self.plan(table, budget, mix)
             if budget is not None:
                 budget -= len({row for row, _, _ in jobs})
@@ -248,10 +249,8 @@ class Rephrase(DocumentStage):
     def plan(self, table: pa.Table, budget: int | None = None,
              mix: TokenMix | None = None) -> list[tuple[int, str, list[str]]]:
         """(row, style, chunks) for every synthetic row this table asks for, from at most `budget` documents."""
-        from winnow.scorers.generate import load_token_counter
-
         cfg = self.config
-        count = load_token_counter(cfg)
+        count = self.models.count
         mix = mix or TokenMix(cfg)
         texts = table.column("text").to_pylist()
         real = count(texts) if cfg.mix_by == "tokens" else None
@@ -271,12 +270,12 @@ class Rephrase(DocumentStage):
     def apply(self, table: pa.Table, jobs: list[tuple[int, str, list[str]]] | None = None,
               mix: TokenMix | None = None) -> StageResult:
         """Rephrase one table of documents (`jobs` from `plan`; planned here when not given)."""
-        from winnow.scorers.generate import SamplingParams, load_backend, load_token_counter
+        from winnow.scorers.generate import SamplingParams
 
         cfg = self.config
         mix = mix or TokenMix(cfg)
         jobs = self.plan(table, mix=mix) if jobs is None else jobs
-        backend = load_backend(cfg)
+        backend = self.models.backend
         prompts = [render_prompt(cfg, style, chunk) for _, style, chunks in jobs for chunk in chunks]
         params = SamplingParams(cfg.max_new_tokens, cfg.temperature, cfg.top_p, cfg.seed)
         generations = iter(backend.generate(prompts, params) if prompts else [])
@@ -307,7 +306,7 @@ class Rephrase(DocumentStage):
             details += [None] * originals.num_rows
         kept = pa.concat_tables([kept_originals, *ok])
         rejected = pa.concat_tables([*failed, dropped])
-        count = load_token_counter(cfg)
+        count = self.models.count
         synthetic = sum(count([row.column("text")[0].as_py() for row in ok])) if ok else 0
         mix.generated(synthetic)
         counters = {"real_tokens": sum(count(table.column("text").to_pylist())) if table.num_rows else 0,
@@ -318,13 +317,13 @@ class Rephrase(DocumentStage):
     def dry_run(self, shards, batch_size: int) -> dict:
         """What this stage would ask of its backend, without generating: documents, synthetic rows and
         prompts per style, prompt tokens (counted with the chunking tokenizer) and the new-token cap."""
-        from winnow.scorers.generate import load_token_counter
-
-        config, count = self.config, load_token_counter(self.config)
+        config, count = self.config, self.models.count
         totals = {"documents": 0, "rephrased_documents": 0, "synthetic_rows": 0, "prompts": 0, "prompt_tokens": 0,
                   "prompts_by_style": {s: 0 for s in config.styles}}
         for shard in shards:
-            for table, jobs in self.planned_batches(shard.source, batch_size, columns=["id", "text"]):
+            tables = (pa.Table.from_batches([b]) for b in iter_parquet_batches(shard.source, batch_size,
+                                                                                columns=["id", "text"]))
+            for table, jobs in self.planned_batches(tables):
                 prompts = [render_prompt(config, style, c) for _, style, chunks in jobs for c in chunks]
                 rendered = [p if isinstance(p, str) else "\n".join(m["content"] for m in p) for p in prompts]
                 totals["documents"] += table.num_rows
@@ -355,6 +354,22 @@ class Rephrase(DocumentStage):
             i = source.schema.get_field_index(name)
             source = source.set_column(i, source.schema.field(name), pa.array([value], source.schema.field(name).type))
         return source
+
+
+class _Models:
+    """What a rephrase worker loads: the chunking token counter, and the backend on first use (a
+    dry run counts prompts without building it)."""
+
+    def __init__(self, config: RephraseConfig):
+        from winnow.scorers.generate import load_token_counter
+
+        self.config, self.count = config, load_token_counter(config)
+
+    @functools.cached_property
+    def backend(self):
+        from winnow.scorers.generate import load_backend
+
+        return load_backend(self.config)
 
 
 def _meta(value: str | None) -> dict:

@@ -1,10 +1,22 @@
-"""Executes stages over shards on Ray: bounded in-flight tasks, progress, retries, resume.
+"""Executes stages over shards on Ray, segment by segment: bounded in-flight tasks, progress,
+retries, resume.
 
-A per-shard stage runs one Ray task per uncommitted input shard. A global stage runs a map task
-per shard (small key records, partitioned by key), one reduce task per partition, then the
-per-shard apply tasks; only integers, hashes and ids cross the shuffle, never document text.
-Each apply/shard task commits its output and rejects, then its ledger entry, so a killed run
-resumes from the last committed shard.
+A segment is a run of stages that one Ray task per shard executes together, tables flowing from
+stage to stage in memory: the apply phases of one or more global stages, then the per-shard stages
+after them (the first segment starts with the source stage). A segment ends before the next global
+stage, after a stage with `checkpoint: true`, and at the end of the run. Only its last stage writes
+the documents it kept; every stage writes its own rejects and its own ledger entries and manifest.
+
+A global stage's plan (map -> shuffle -> reduce) runs before its segment: only integers, hashes, ids
+and scores cross the shuffle, never document text. Its map phase runs inside the segment before it
+where it can ("keys computed on the way"), on the documents as they are written, so the corpus is
+not read again just to compute keys. A global stage that directly follows another plans over its
+predecessor's input with the predecessor's decisions applied while reading (nothing in between is
+written).
+
+A segment's shard commits as a unit: every stage's rejects and the kept output are written whole,
+then each stage's ledger entry; a shard counts as done only when every stage of its segment has its
+entry, so a killed run resumes from the last committed shard and rewrites the same bytes.
 """
 
 from __future__ import annotations
@@ -16,7 +28,7 @@ import os
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 import pyarrow as pa
 import ray
@@ -33,7 +45,7 @@ from winnow.storage.manifest import (
     write_ledger_entry,
     write_manifest,
 )
-from winnow.storage.shards import ShardWriter
+from winnow.storage.shards import ShardWriter, iter_parquet_batches, parquet_rows
 
 STAGE_CONFIG = "_stage.json"
 SUBPACKAGES = ("schemas", "storage", "stages", "scorers", "gpu", "flows")  # pyproject's package-dir map
@@ -52,6 +64,20 @@ RETRIED = [StorageError]
 class Shard:
     name: str  # "part-00007"
     source: Location  # where its input is read from
+    # global stages' apply phases not yet written: (stage, decision refs), run on the rows as they are read
+    pending: tuple = ()
+
+
+def shard_tables(shard: Shard, batch_size: int, columns: list[str] | None = None) -> Iterator[pa.Table]:
+    """A shard's rows, table by table (only `columns`), with its pending apply phases run on them
+    (those read every column: a stage's apply sees whole documents)."""
+    read = columns if not shard.pending else None
+    tables = (pa.Table.from_batches([b]) for b in iter_parquet_batches(shard.source, batch_size, columns=read))
+    for stage, refs in shard.pending:
+        decisions = concat(ray.get(list(refs))) if refs else None
+        tables = (r.kept for r in stage.process_tables(tables, decisions=decisions))
+    for table in tables:
+        yield table.select(columns) if columns is not None and read is None else table
 
 
 @dataclass
@@ -68,8 +94,10 @@ class RuntimeOptions:
 
 
 @contextlib.contextmanager
-def ray_session(address: str | None = None, num_cpus: int | None = None) -> Iterator[None]:
-    """Use the running Ray if any; else join `address` (or RAY_ADDRESS), else start a local one."""
+def ray_session(address: str | None = None, num_cpus: int | None = None,
+                plugins: tuple[str, ...] = ()) -> Iterator[None]:
+    """Use the running Ray if any; else join `address` (or RAY_ADDRESS), else start a local one. A
+    cluster gets the driver's winnow and the `plugins` modules shipped to its workers."""
     if ray.is_initialized():
         yield
         return
@@ -79,12 +107,20 @@ def ray_session(address: str | None = None, num_cpus: int | None = None) -> Iter
         if address == "local":
             kwargs["num_cpus"] = num_cpus
         else:  # a cluster runs the driver's winnow, whatever its nodes have installed
-            kwargs["runtime_env"] = {"py_modules": [package_snapshot(tmp)]}
+            kwargs["runtime_env"] = {"py_modules": [package_snapshot(tmp), *map(module_source, plugins)]}
         ray.init(address=address, **kwargs)
         try:
             yield
         finally:
             ray.shutdown()
+
+
+def module_source(name: str) -> str:
+    """What Ray ships for a module: its top-level package's directory, or its .py file."""
+    import importlib
+
+    module = importlib.import_module(name.split(".")[0])
+    return module.__path__[0] if hasattr(module, "__path__") else module.__file__
 
 
 def package_snapshot(directory: str) -> str:
@@ -106,26 +142,129 @@ def package_snapshot(directory: str) -> str:
     return root
 
 
+@dataclass(frozen=True)
+class Step:
+    """One stage of a run with where it writes and the hash of its config (and everything before it)."""
+
+    stage: Stage
+    dir: Location
+    config_hash: str
+
+    @property
+    def name(self) -> str:
+        return self.stage.name
+
+    @property
+    def checkpoint(self) -> bool:
+        return bool(getattr(self.stage.config, "checkpoint", False))
+
+
+def segments(steps: list[Step], boundaries: set[str] = frozenset()) -> list[list[Step]]:
+    """Steps grouped into segments: a new one at a global stage that follows a per-shard one, after a
+    checkpoint, and before any stage named in `boundaries` (a dry run's stage)."""
+    out: list[list[Step]] = []
+    for step in steps:
+        if not out or out[-1][-1].checkpoint or step.name in boundaries or (
+                step.stage.kind == "global" and out[-1][-1].stage.kind != "global"):
+            out.append([step])
+        else:
+            out[-1].append(step)
+    return out
+
+
+def kept_modes(segment: list[Step]) -> list[str]:
+    """Where each stage's kept rows end up: "written" (its own files), "fused" (they flowed on to the
+    next stage), "unchanged" (a segment of pass-through stages: they are its input's files)."""
+    if all(step.stage.passes_through for step in segment):
+        return ["unchanged"] * len(segment)
+    return ["fused"] * (len(segment) - 1) + ["written"]
+
+
+@dataclass
+class SegmentResult:
+    manifests: list[StageManifest]
+    skipped: bool
+    shards: list[Shard]  # the segment's output, the next segment's input
+    mapped: dict[str, list] = field(default_factory=dict)  # the next stage's map outputs, by shard
+
+
 def run_stage(stage: Stage, shards: list[Shard], stage_dir: Location, config_hash: str,
               options: RuntimeOptions) -> tuple[StageManifest, bool]:
-    """Run (or resume, or skip) one stage; returns its manifest and whether it was skipped."""
-    manifest = read_manifest(stage_dir)
-    if manifest is not None and manifest.config_hash == config_hash:
-        return manifest, True
-    _claim_stage_dir(stage_dir, stage, config_hash)
+    """Run (or resume, or skip) one stage on its own; returns its manifest and whether it was skipped."""
+    result = run_segment([Step(stage, stage_dir, config_hash)], shards, options)
+    return result.manifests[0], result.skipped
+
+
+def run_segment(segment: list[Step], shards: list[Shard], options: RuntimeOptions,
+                next_stage: Stage | None = None, mapped: dict[str, list] | None = None) -> SegmentResult:
+    """Run (or resume, or skip) one segment over every shard.
+
+    `mapped`: the map outputs of this segment's first (global) stage computed by the segment before;
+    `next_stage`: the global stage after this segment, whose map this segment computes on the way."""
+    modes = kept_modes(segment)
+    manifests = [read_manifest(step.dir) for step in segment]
+    if all(m is not None and m.config_hash == step.config_hash and m.kept == mode
+           for m, step, mode in zip(manifests, segment, modes, strict=True)):
+        return SegmentResult(manifests, True, _outputs(segment, shards, modes))
+    for step in segment:
+        _claim_stage_dir(step.dir, step.stage, step.config_hash)
     started = time.time()
-    done = committed_shards(stage_dir, config_hash)
+    committed = [committed_shards(step.dir, step.config_hash, written=mode == "written")
+                 for step, mode in zip(segment, modes, strict=True)]
+    done = set.intersection(*(set(c) for c in committed))
     todo = [s for s in shards if s.name not in done]
-    extra: dict = {}
-    with _progress(options, stage.name, len(shards), len(done)) as advance:
-        if stage.kind == "global":
-            entries, extra = _run_global(stage, shards, todo, stage_dir, config_hash, options, advance)
+
+    pending: list[tuple[GlobalStage, dict]] = []  # the segment's global stages with their decisions
+    extras: list[dict] = []
+    for step in segment:
+        if step.stage.kind != "global":
+            break
+        readable = [replace(s, pending=tuple((g, d[s.name]) for g, d in pending)) for s in shards]
+        decisions, extra = step.stage.plan(readable, options, mapped if not pending else None)
+        pending.append((step.stage, decisions))
+        extras.append(extra)
+    extras += [{}] * (len(segment) - len(extras))
+
+    new_entries: list[list[ShardEntry]] = [[] for _ in segment]
+    on_the_way: dict[str, list] = {}
+    label = "+".join(step.name for step in segment)
+    with _progress(options, label, len(shards), len(done)) as advance:
+        if modes[-1] == "unchanged":
+            new_entries = [[_unchanged_entry(s, step, options.run_id) for s in todo] for step in segment]
         else:
-            entries = _run_tasks(stage, todo, stage_dir, config_hash, options, advance, decisions=None)
-    entries = list(done.values()) + entries
-    manifest = StageManifest.from_shards(stage.name, stage.kind, config_hash, entries, time.time() - started, extra)
-    write_manifest(stage_dir, manifest)
-    return manifest, False
+            for entries, refs in _run_segment_tasks(segment, shards, todo, pending, next_stage, options, advance):
+                for i, entry in enumerate(entries):
+                    new_entries[i].append(entry)
+                if refs:
+                    on_the_way[entries[0].shard] = refs
+    # the segment's wall time, shared among its stages by the time each spent on the shards
+    busy = [sum(e.seconds for e in made) for made in new_entries]
+    shares = [b / sum(busy) if sum(busy) else 1 / len(segment) for b in busy]
+    manifests = []
+    for i, (step, mode, extra, made, old) in enumerate(zip(segment, modes, extras, new_entries, committed,
+                                                           strict=True)):
+        entries = [old[name] for name in done] + made
+        seconds = (time.time() - started) * shares[i]
+        manifest = StageManifest.from_shards(step.name, step.stage.kind, step.config_hash, entries, seconds, extra,
+                                             kept=mode, next_stage=segment[i + 1].name if mode == "fused" else None)
+        write_manifest(step.dir, manifest)
+        manifests.append(manifest)
+    return SegmentResult(manifests, False, _outputs(segment, shards, modes), on_the_way)
+
+
+def _outputs(segment: list[Step], shards: list[Shard], modes: list[str]) -> list[Shard]:
+    if modes[-1] == "unchanged":
+        return shards
+    return [Shard(s.name, segment[-1].dir.join(f"{s.name}.parquet")) for s in shards]
+
+
+def _unchanged_entry(shard: Shard, step: Step, run_id: str) -> ShardEntry:
+    """The ledger entry of a pass-through stage for a shard it leaves as it is (nothing is read)."""
+    rows = parquet_rows(shard.source)
+    entry = ShardEntry(shard=shard.name, input=shard.source.uri, config_hash=step.config_hash, rows_in=rows,
+                       rows_out=rows, rows_rejected=0, output=None, run_id=run_id, seconds=0.0)
+    write_ledger_entry(step.dir, entry)
+    return entry
 
 
 def _claim_stage_dir(stage_dir: Location, stage: Stage, config_hash: str) -> None:
@@ -138,88 +277,153 @@ def _claim_stage_dir(stage_dir: Location, stage: Stage, config_hash: str) -> Non
     marker.write_bytes_atomic(json.dumps({"stage": stage.name, "config_hash": config_hash}).encode())
 
 
-# ---------------------------------------------------------------- per-shard tasks
+# ---------------------------------------------------------------- segment tasks
 
 
-def process_shard(stage: Stage, shard: Shard, stage_dir: Location, config_hash: str, run_id: str,
-                  batch_size: int, decisions: pa.Table | None = None) -> ShardEntry:
-    """Stream one shard through a stage; commit its rejects, then its output, then the ledger entry."""
-    started = time.time()
-    out_loc = stage_dir.join(f"{shard.name}.parquet")
-    rej_loc = stage_dir.join("rejects", f"{shard.name}.parquet")
-    writer: ShardWriter | None = None
+@dataclass
+class _Tally:
+    """One stage's counts for one shard, and its rejects file."""
+
+    rows_in: int = 0
+    rows_added: int = 0
+    busy: float = 0.0  # seconds inside the stage's stream, the stages before it included
+    reasons: dict = field(default_factory=dict)
+    counters: dict = field(default_factory=dict)
     rejects: ShardWriter | None = None
-    rows_in, rows_added, reasons, counters = 0, 0, {}, {}
-    context = {} if decisions is None else {"decisions": decisions}
+
+
+def process_segment(segment: list[Step], shard: Shard, shard_index: int, run_id: str, batch_size: int,
+                    decisions: list[pa.Table | None], mapper=None) -> list[ShardEntry]:
+    """Stream one shard through every stage of a segment; commit every stage's rejects and the last
+    stage's kept output, then each stage's ledger entry. `mapper` (the next global stage's) sees the
+    kept tables as they are written."""
+    tallies = [_Tally() for _ in segment]
+    out_loc = segment[-1].dir.join(f"{shard.name}.parquet")
+    writer: ShardWriter | None = None
     try:
-        for result in stage.process_shard(shard.source, batch_size, **context):
-            rows_in += result.rows_in
-            rows_added += result.rows_added
-            for name, n in result.counters.items():
-                counters[name] = counters.get(name, 0) + n
+        first = segment[0].stage
+        context = {"decisions": decisions[0]} if first.kind == "global" else {}
+        last = len(segment) - 1
+        tables = _tap(segment[0], tallies[0], shard.name, first.process_shard(shard.source, batch_size, **context),
+                      empty=last == 0)
+        for i, step in enumerate(segment[1:], start=1):
+            context = {"decisions": decisions[i]} if step.stage.kind == "global" else {}
+            tables = _tap(step, tallies[i], shard.name, step.stage.process_tables(tables, **context), empty=i == last)
+        for table in tables:  # the last stage's kept tables (empty ones carry the output's schema)
+            started = time.perf_counter()
             if writer is None:
-                writer = ShardWriter(out_loc, stage.output_schema(result.kept.schema))
-            writer.write(result.kept)
-            if result.rejects.num_rows:
-                if rejects is None:
-                    rejects = ShardWriter(rej_loc, result.rejects.schema)
-                rejects.write(result.rejects)
-                for reason in result.rejects.column("reject_reason").to_pylist():
-                    reasons[reason] = reasons.get(reason, 0) + 1
-        if writer is None:  # an empty input shard still yields an (empty) output shard
-            writer = ShardWriter(out_loc, stage.output_schema(pa.schema([])))
-        rej_info = rejects.commit() if rejects else None
-        out_info = writer.commit()
+                writer = ShardWriter(out_loc, segment[-1].stage.output_schema(table.schema))
+            writer.write(table)
+            if mapper is not None and table.num_rows:
+                mapper.add(table)
+            tallies[-1].busy += time.perf_counter() - started
+        if writer is None:  # nothing came out: an (empty) output shard all the same
+            writer = ShardWriter(out_loc, segment[-1].stage.output_schema(pa.schema([])))
+        rejects = [t.rejects.commit() if t.rejects else None for t in tallies]
+        output = writer.commit()
     except BaseException:
-        for w in (writer, rejects):
+        for w in [writer] + [t.rejects for t in tallies]:
             if w is not None:
                 w.abort()
         raise
-    entry = ShardEntry(
-        shard=shard.name, input=shard.source.uri, config_hash=config_hash, rows_in=rows_in,
-        rows_out=out_info["rows"], rows_rejected=rej_info["rows"] if rej_info else 0, rows_added=rows_added,
-        rejected_by_reason=dict(sorted(reasons.items())), counters=dict(sorted(counters.items())),
-        output=FileEntry(path=f"{shard.name}.parquet", **out_info),
-        rejects=FileEntry(path=f"rejects/{shard.name}.parquet", **rej_info) if rej_info else None,
-        run_id=run_id, seconds=round(time.time() - started, 3),
-    )
-    entry.check_counts(stage.name)
-    write_ledger_entry(stage_dir, entry)
-    return entry
-
-
-def task_resources(stage: Stage) -> dict:
-    """The stage's resource request, without GPUs when the cluster has none (CPU fallback)."""
-    resources = dict(stage.resources())
-    if resources.get("num_gpus") and not ray.cluster_resources().get("GPU"):
-        logging.getLogger("winnow").warning("stage %s asks for GPUs but the Ray cluster has none: running on CPU",
-                                            stage.name)
-        resources.pop("num_gpus")
-    return resources
-
-
-def _run_tasks(stage: Stage, todo: list[Shard], stage_dir: Location, config_hash: str, options: RuntimeOptions,
-               advance: Callable[[int], None], decisions: dict[str, list] | None = None) -> list[ShardEntry]:
-    """One task per shard (with its routed decisions for a global stage's apply phase)."""
-    stage_ref = ray.put(stage)
-    task = _shard_task.options(max_retries=options.max_retries, retry_exceptions=RETRIED, **task_resources(stage))
-
-    def submit(shard: Shard):
-        parts = decisions[shard.name] if decisions is not None else []
-        ref = task.remote(stage_ref, shard, stage_dir, config_hash, options.run_id, options.batch_size, *parts)
-        return ref, None
-
-    entries = []
-    for _, entry, _ in _bounded(stage.name, todo, submit, options.in_flight()):
+    entries, upstream = [], 0.0
+    for step, tally, rej in zip(segment, tallies, rejects, strict=True):
+        last = step is segment[-1]
+        seconds, upstream = max(tally.busy - upstream, 0.0), tally.busy  # this stage's own time
+        rows_rejected = rej["rows"] if rej else 0
+        entry = ShardEntry(
+            shard=shard.name, input=shard.source.uri, config_hash=step.config_hash, rows_in=tally.rows_in,
+            rows_out=output["rows"] if last else tally.rows_in + tally.rows_added - rows_rejected,
+            rows_rejected=rows_rejected, rows_added=tally.rows_added,
+            rejected_by_reason=dict(sorted(tally.reasons.items())), counters=dict(sorted(tally.counters.items())),
+            output=FileEntry(path=f"{shard.name}.parquet", **output) if last else None,
+            rejects=FileEntry(path=f"rejects/{shard.name}.parquet", **rej) if rej else None,
+            run_id=run_id, seconds=round(seconds, 3),
+        )
+        entry.check_counts(step.name)
         entries.append(entry)
-        advance(entry.rows_in)
+    for step, entry in zip(segment, entries, strict=True):
+        write_ledger_entry(step.dir, entry)
     return entries
 
 
-@ray.remote
-def _shard_task(stage, shard, stage_dir, config_hash, run_id, batch_size, *decision_parts):
-    decisions = concat(decision_parts) if decision_parts else None
-    return process_shard(stage, shard, stage_dir, config_hash, run_id, batch_size, decisions=decisions)
+def _tap(step: Step, tally: _Tally, shard: str, results: Iterator, empty: bool = False) -> Iterator[pa.Table]:
+    """A stage's results as the tables it kept (empty ones only if `empty`: the next stage never sees
+    a table without rows), its counts and rejects recorded on the way; an error is marked with the
+    stage it came from."""
+    results = iter(results)
+    try:
+        while True:
+            started = time.perf_counter()
+            result = next(results, None)
+            if result is None:
+                tally.busy += time.perf_counter() - started
+                return
+            tally.rows_in += result.rows_in
+            tally.rows_added += result.rows_added
+            for name, n in result.counters.items():
+                tally.counters[name] = tally.counters.get(name, 0) + n
+            if result.rejects.num_rows:
+                if tally.rejects is None:
+                    tally.rejects = ShardWriter(step.dir.join("rejects", f"{shard}.parquet"), result.rejects.schema)
+                tally.rejects.write(result.rejects)
+                for reason in result.rejects.column("reject_reason").to_pylist():
+                    tally.reasons[reason] = tally.reasons.get(reason, 0) + 1
+            tally.busy += time.perf_counter() - started
+            if result.kept.num_rows or empty:
+                yield result.kept
+    except BaseException as err:
+        if not hasattr(err, "winnow_stage"):
+            err.winnow_stage = step.name
+        raise
+
+
+def task_resources(*stages: Stage) -> dict:
+    """What one task running these stages asks Ray for (the most GPUs any of them needs), without GPUs
+    when the cluster has none (CPU fallback)."""
+    gpus = max(stage.gpus() for stage in stages)
+    if gpus and not ray.cluster_resources().get("GPU"):
+        logging.getLogger("winnow").warning("stage(s) %s ask for GPUs but the Ray cluster has none: running on CPU",
+                                            ", ".join(s.name for s in stages if s.gpus()))
+        gpus = 0
+    return {"num_cpus": 1, "num_gpus": gpus} if gpus else {"num_cpus": 1}
+
+
+def _run_segment_tasks(segment: list[Step], shards: list[Shard], todo: list[Shard], pending: list,
+                       next_stage: Stage | None, options: RuntimeOptions, advance: Callable[[int], None]):
+    """One task per uncommitted shard; yields (ledger entries, the next stage's map output refs)."""
+    index = {s.name: i for i, s in enumerate(shards)}
+    partitions = partition_count(shards, options)
+    maps = next_stage is not None and next_stage.kind == "global" and next_stage.mapper(0, partitions) is not None
+    outputs = next_stage.map_outputs(partitions) + 1 if maps else 0
+    stages = [step.stage for step in segment] + ([next_stage] if maps else [])
+    segment_ref = ray.put(segment)
+    next_ref = ray.put(next_stage) if maps else None
+    task = ray.remote(_segment_task).options(num_returns=1 + outputs, max_retries=options.max_retries,
+                                             retry_exceptions=RETRIED, **task_resources(*stages))
+
+    def submit(shard: Shard):
+        parts = [decisions[shard.name] for _, decisions in pending]
+        flat = [ref for refs in parts for ref in refs]
+        refs = task.remote(segment_ref, shard, index[shard.name], options.run_id, options.batch_size,
+                           [len(p) for p in parts], next_ref, partitions, *flat)
+        refs = refs if isinstance(refs, list) else [refs]
+        return refs[0], refs[1:]
+
+    for _, entries, refs in _bounded("+".join(step.name for step in segment), todo, submit, options.in_flight()):
+        advance(entries[0].rows_in)
+        yield entries, refs
+
+
+def _segment_task(segment, shard, shard_index, run_id, batch_size, sizes, next_stage, partitions, *flat):
+    decisions, at = [], 0
+    for n in sizes:
+        decisions.append(concat(flat[at:at + n]) if n else None)
+        at += n
+    decisions += [None] * (len(segment) - len(decisions))
+    mapper = next_stage.mapper(shard_index, partitions) if next_stage is not None else None
+    entries = process_segment(segment, shard, shard_index, run_id, batch_size, decisions, mapper)
+    return [entries, *mapper.finish()] if mapper is not None else entries
 
 
 def _bounded(stage_name: str, shards: list[Shard], submit: Callable,
@@ -250,6 +454,7 @@ def _bounded(stage_name: str, shards: list[Shard], submit: Callable,
 
 def _failure_message(stage_name: str, shard: Shard, err: BaseException) -> str:
     cause = getattr(err, "cause", None) or err
+    stage_name = getattr(cause, "winnow_stage", stage_name)  # the stage of a segment that raised
     if isinstance(err, ray.exceptions.WorkerCrashedError | ray.exceptions.NodeDiedError):
         what = f"its worker died and Ray's retries were exhausted ({type(err).__name__})"
     else:
@@ -271,11 +476,13 @@ def partition_count(shards: list[Shard], options: RuntimeOptions) -> int:
 
 
 def map_shards(name: str, shards: list[Shard], fn: Callable, outputs: int, options: RuntimeOptions, *args,
-               per_shard_args: dict[str, list] | None = None, resources: dict | None = None) -> tuple[list[list], list]:
-    """Run `fn(shard_index, shard, *args, *per_shard_args[shard])` per shard (bounded in flight).
+               per_shard_args: dict[str, list] | None = None, resources: dict | None = None,
+               skip: set[str] = frozenset()) -> tuple[list[list], list]:
+    """Run `fn(shard_index, shard, *args, *per_shard_args[shard])` per shard not in `skip` (bounded in
+    flight).
 
     `fn` returns `outputs` tables and then a small figure; returns the table refs per shard (in
-    shard order) and the figures. A failure names the shard.
+    shard order; empty for skipped shards) and the figures. A failure names the shard.
     """
     task = ray.remote(fn).options(num_returns=outputs + 1, max_retries=options.max_retries, retry_exceptions=RETRIED,
                                   **(resources or {}))
@@ -288,7 +495,8 @@ def map_shards(name: str, shards: list[Shard], fn: Callable, outputs: int, optio
 
     parts: list[list] = [[] for _ in shards]
     figures: list = [None] * len(shards)
-    for shard, figure, refs in _bounded(name, shards, submit, options.in_flight()):
+    for shard, figure, refs in _bounded(name, [s for s in shards if s.name not in skip], submit,
+                                        options.in_flight()):
         parts[index[shard.name]] = refs
         figures[index[shard.name]] = figure
     return parts, figures
@@ -328,21 +536,26 @@ def concat(parts) -> pa.Table | None:
     return pa.concat_tables(tables) if tables else None
 
 
-def _key_map_task(shard_index: int, shard: Shard, stage: GlobalStage, batch_size: int, partitions: int):
-    """Key records of one shard split into partitions by key, plus the row count last."""
-    from winnow.storage.shards import iter_parquet_batches
+def map_phase(stage: GlobalStage, shards: list[Shard], options: RuntimeOptions, partitions: int,
+              mapped: dict[str, list] | None = None) -> tuple[list[list], list]:
+    """The stage's mapper over every shard: its outputs per shard and their figures. Shards whose map
+    ran on the way (`mapped`, by shard name) are not read again."""
+    mapped = mapped or {}
+    parts, figures = map_shards(stage.name, shards, _map_task, stage.map_outputs(partitions), options,
+                                ray.put(stage), options.batch_size, partitions, skip=set(mapped),
+                                resources=task_resources(stage))
+    names = [s.name for s in shards]
+    reused = [i for i, name in enumerate(names) if name in mapped]
+    for i, figure in zip(reused, get_phase(stage.name, "map", [mapped[names[i]][-1] for i in reused]), strict=True):
+        parts[i], figures[i] = mapped[names[i]][:-1], figure
+    return parts, figures
 
-    tables, offset = [], 0
-    for batch in iter_parquet_batches(shard.source, batch_size, columns=stage.map_columns):
-        keys = stage.map_keys(pa.Table.from_batches([batch]))
-        n = keys.num_rows
-        keys = keys.append_column("_shard", pa.array([shard_index] * n, pa.int32()))
-        keys = keys.append_column("_row", pa.array(range(offset, offset + n), pa.int64()))
-        tables.append(keys)
-        offset += n
-    if not tables:
-        return [None] * partitions + [0]
-    return split_by(pa.concat_tables(tables), "key", partitions) + [offset]
+
+def _map_task(shard_index: int, shard: Shard, stage: GlobalStage, batch_size: int, partitions: int):
+    mapper = stage.mapper(shard_index, partitions)
+    for table in shard_tables(shard, batch_size, stage.map_columns):
+        mapper.add(table)
+    return mapper.finish()
 
 
 def _key_reduce_task(p: int, stage: GlobalStage, n_shards: int, *parts):
@@ -352,14 +565,13 @@ def _key_reduce_task(p: int, stage: GlobalStage, n_shards: int, *parts):
     return split_by(decisions, "_shard", n_shards) + [figures]
 
 
-def key_shuffle_plan(stage: GlobalStage, shards: list[Shard], options: RuntimeOptions) -> tuple[dict, dict]:
+def key_shuffle_plan(stage: GlobalStage, shards: list[Shard], options: RuntimeOptions,
+                     mapped: dict[str, list] | None = None) -> tuple[dict, dict]:
     """map_keys per shard -> partition by key -> reduce per partition -> decisions per shard."""
     partitions = partition_count(shards, options)
-    stage_ref = ray.put(stage)
-    parts, _ = map_shards(stage.name, shards, _key_map_task, partitions, options,
-                          stage_ref, options.batch_size, partitions)
+    parts, _ = map_phase(stage, shards, options, partitions, mapped)
     reduced, figures = exchange(stage.name, "reduce", _key_reduce_task, parts, len(shards), options,
-                                stage_ref, len(shards))
+                                ray.put(stage), len(shards))
     return {s.name: [r[i] for r in reduced] for i, s in enumerate(shards)}, sum_figures(figures)
 
 
@@ -369,14 +581,6 @@ def sum_figures(figures: list[dict]) -> dict:
         for key, value in (figure or {}).items():
             total[key] = total.get(key, 0) + value
     return total
-
-
-def _run_global(stage: GlobalStage, shards: list[Shard], todo: list[Shard], stage_dir: Location, config_hash: str,
-                options: RuntimeOptions, advance: Callable[[int], None]) -> tuple[list[ShardEntry], dict]:
-    """The stage's plan computes decisions over all shards; then the uncommitted shards apply them."""
-    decisions, extra = stage.plan(shards, options)
-    todo_decisions = {s.name: decisions[s.name] for s in todo}
-    return _run_tasks(stage, todo, stage_dir, config_hash, options, advance, todo_decisions), extra
 
 
 # ---------------------------------------------------------------- progress

@@ -15,9 +15,8 @@ import numpy as np
 import pyarrow as pa
 
 from winnow.scorers import load_scorer
-from winnow.stages.base import GlobalStage, StageResult
+from winnow.stages.base import GlobalStage, Mapper, StageResult
 from winnow.stages.selection import Cutoff, exact_share, find_cutoff, key_table, ray_runner, target_weight
-from winnow.storage.shards import iter_parquet_batches
 
 
 class ScoreStage(GlobalStage):
@@ -31,9 +30,12 @@ class ScoreStage(GlobalStage):
     def gpus(self) -> float:
         return self.config.scorer.num_gpus
 
+    def setup(self):
+        return load_scorer(self.config.scorer)
+
     # -- scoring
     def score(self, texts: list[str]) -> dict[str, np.ndarray]:
-        scorer = load_scorer(self.config.scorer)
+        scorer = self.models
         out: dict[str, list] = {}
         step = self.config.scorer.batch_size
         for i in range(0, len(texts), step):
@@ -85,12 +87,10 @@ class ScoreStage(GlobalStage):
                               table.filter(pa.array(~keep)), reasons, details)
 
     # -- execution
-    def process_shard(self, source, batch_size: int, decisions: pa.Table | None = None,
-                      **context) -> Iterator[StageResult]:
+    def process_tables(self, tables, decisions: pa.Table | None = None, **context) -> Iterator[StageResult]:
         offset = 0
         shard_keep = self.shard_keep(decisions) if decisions is not None else None
-        for batch in iter_parquet_batches(source, batch_size):
-            table = pa.Table.from_batches([batch])
+        for table in tables:
             scores = keep = None
             if decisions is not None:  # scored in the global pass: take this batch's rows
                 part = decisions.slice(offset, table.num_rows)
@@ -100,11 +100,16 @@ class ScoreStage(GlobalStage):
             offset += table.num_rows
             yield self.apply(table, scores, keep)
 
-    def plan(self, shards, options) -> tuple[dict[str, list], dict]:
-        from winnow.stages.runtime import map_shards, task_resources
+    def mapper(self, shard_index: int, partitions: int) -> "ScoreMapper":
+        return ScoreMapper(self)
 
-        parts, totals = map_shards(self.name, shards, _score_task, 2, options, self, options.batch_size,
-                                   resources=task_resources(self))
+    def map_outputs(self, partitions: int) -> int:
+        return 2
+
+    def plan(self, shards, options, mapped=None) -> tuple[dict[str, list], dict]:
+        from winnow.stages.runtime import map_phase
+
+        parts, totals = map_phase(self, shards, options, 0, mapped)
         total = sum(totals)
         target = target_weight(total, self.share(), self.config.share_by)
         self.cutoff, figures = find_cutoff(ray_runner(self.name, [keys for _, keys in parts]), target)
@@ -113,19 +118,25 @@ class ScoreStage(GlobalStage):
         return {s.name: [parts[i][0]] for i, s in enumerate(shards)}, figures
 
 
-def _score_task(shard_index, shard, stage: ScoreStage, batch_size: int):
+class ScoreMapper(Mapper):
     """Scores of one shard (a table of score columns, in row order), its selection keys, and its total
     weight (documents or characters)."""
-    tables, ids, weights = [], [], []
-    for batch in iter_parquet_batches(shard.source, batch_size, columns=["id", "text"]):
-        texts = batch.column("text").to_pylist()
-        scores = stage.score(texts)
-        tables.append(pa.table({c: pa.array(v, pa.float32()) for c, v in scores.items()}))
-        ids.append(batch.column("id"))
-        weights.append(np.fromiter(map(len, texts), np.int64, len(texts)) if stage.config.share_by == "characters"
-                       else np.ones(len(texts), np.int64))
-    table = pa.concat_tables(tables) if tables else None
-    scores = table.column(stage.primary) if table is not None else []
-    weights = np.concatenate(weights) if weights else np.zeros(0, np.int64)
-    keys = key_table(scores, pa.chunked_array(ids, pa.string()), weights)  # sorted once, for the whole shard
-    return [table, keys, int(weights.sum())]
+
+    def __init__(self, stage: ScoreStage):
+        self.stage, self.tables, self.ids, self.weights = stage, [], [], []
+
+    def add(self, table: pa.Table) -> None:
+        texts = table.column("text").to_pylist()
+        scores = self.stage.score(texts)
+        self.tables.append(pa.table({c: pa.array(v, pa.float32()) for c, v in scores.items()}))
+        self.ids.append(table.column("id"))
+        self.weights.append(np.fromiter(map(len, texts), np.int64, len(texts))
+                            if self.stage.config.share_by == "characters" else np.ones(len(texts), np.int64))
+
+    def finish(self) -> list:
+        table = pa.concat_tables(self.tables) if self.tables else None
+        scores = table.column(self.stage.primary) if table is not None else []
+        weights = np.concatenate(self.weights) if self.weights else np.zeros(0, np.int64)
+        ids = pa.chunked_array([c for i in self.ids for c in i.chunks], pa.string())
+        keys = key_table(scores, ids, weights)  # sorted once, for the whole shard
+        return [table, keys, int(weights.sum())]

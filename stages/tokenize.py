@@ -33,7 +33,7 @@ class Tokenize(DocumentStage):
 
     def __init__(self, config: TokenizeConfig, run=None):
         super().__init__(config, run)
-        tokenizer = load_tokenizer(config.tokenizer)
+        tokenizer = self.models
         self.vocab_size = tokenizer.get_vocab_size(with_added_tokens=True)
         self.dtype = token_dtype(self.vocab_size)
         self.eos_id = self._token_id(tokenizer, config.eos_token or special_token(config.tokenizer, "eos") or EOS)
@@ -46,8 +46,11 @@ class Tokenize(DocumentStage):
             raise ValueError(f"token {token!r} is not in the tokenizer's vocabulary")
         return token_id
 
+    def setup(self):
+        return load_tokenizer(self.config.tokenizer)
+
     def apply(self, table: pa.Table) -> StageResult:
-        tokenizer = load_tokenizer(self.config.tokenizer)
+        tokenizer = self.models
         encodings = tokenizer.encode_batch_fast(table.column("text").to_pylist(), add_special_tokens=False)
         prefix = [self.bos_id] if self.bos_id is not None else []
         ids = [prefix + e.ids + [self.eos_id] for e in encodings]

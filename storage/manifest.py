@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 
+import pyarrow as pa
 import pyarrow.fs as pafs
+import pyarrow.parquet as pq
 
 from winnow.schemas.manifest import ShardEntry, StageManifest
-from winnow.storage.fs import Location
+from winnow.storage.fs import Location, resolve
 
 MANIFEST = "_manifest.json"
 LEDGER = "_ledger"
@@ -28,8 +30,9 @@ def write_ledger_entry(stage_dir: Location, entry: ShardEntry) -> None:
     stage_dir.join(LEDGER, f"{entry.shard}.json").write_bytes_atomic(entry.model_dump_json().encode())
 
 
-def committed_shards(stage_dir: Location, config_hash: str) -> dict[str, ShardEntry]:
-    """Ledger entries of this config whose output files exist with the recorded size."""
+def committed_shards(stage_dir: Location, config_hash: str, written: bool = True) -> dict[str, ShardEntry]:
+    """Ledger entries of this config whose files exist with the recorded size (and, when `written`,
+    that have a kept output)."""
     ledger = stage_dir.join(LEDGER)
     if not ledger.exists():
         return {}
@@ -38,10 +41,39 @@ def committed_shards(stage_dir: Location, config_hash: str) -> dict[str, ShardEn
         if not info.base_name.endswith(".json"):
             continue
         entry = ShardEntry.model_validate(json.loads(ledger.join(info.base_name).read_bytes()))
-        files = [entry.output] + ([entry.rejects] if entry.rejects else [])
+        if written and entry.output is None:
+            continue
+        files = [f for f in (entry.output, entry.rejects) if f is not None]
         if entry.config_hash == config_hash and all(_size(stage_dir.join(f.path)) == f.bytes for f in files):
             entries[entry.shard] = entry
     return entries
+
+
+def kept_files(output: Location, stage: str) -> list[Location]:
+    """The files that hold the rows a stage kept, in shard order: its own outputs when it wrote them;
+    a fused stage's are the next stage's kept rows and rejects (as that stage left them: a stage that
+    splits or adds documents shows its parts); a pass-through stage's are its input's."""
+    manifest = read_manifest(output.join(stage))
+    if manifest is None:
+        raise FileNotFoundError(f"no manifest for stage {stage!r} under {output.uri}: it has not finished")
+    if manifest.kept == "written":
+        return [output.join(stage, e.output.path) for e in manifest.shards]
+    if manifest.kept == "unchanged":  # its input: an earlier stage's files under the same output
+        root = output.uri.rstrip("/") + "/"
+        return [output.join(e.input[len(root):]) if e.input.startswith(root) else resolve(e.input)
+                for e in manifest.shards]
+    later = read_manifest(output.join(manifest.next_stage))
+    rejects = [output.join(manifest.next_stage, e.rejects.path) for e in later.shards if e.rejects]
+    return kept_files(output, manifest.next_stage) + rejects
+
+
+def read_kept(output: Location, stage: str, columns: list[str]) -> pa.Table:
+    """`columns` of every row a stage kept (see `kept_files`), as one table."""
+    tables = []
+    for loc in kept_files(output, stage):
+        with loc.open_read() as f:
+            tables.append(pq.read_table(f, columns=columns))
+    return pa.concat_tables(tables, promote_options="permissive")
 
 
 def _size(loc: Location) -> int | None:

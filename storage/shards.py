@@ -44,6 +44,12 @@ def iter_parquet_batches(loc: Location, batch_size: int, columns: list[str] | No
         yield from reader.iter_batches(batch_size=batch_size, columns=columns)
 
 
+def parquet_rows(loc: Location) -> int:
+    """A Parquet file's row count, from its footer (no data is read)."""
+    with loc.open_read() as f:
+        return pq.ParquetFile(f).metadata.num_rows
+
+
 def parquet_schema(loc: Location) -> pa.Schema:
     with loc.open_read() as f:
         return pq.read_schema(f)

@@ -134,7 +134,7 @@ def test_a_worker_killed_mid_stage_has_its_shard_retried(ray_cluster, corpus):
     deadline = time.time() + 300
     while killed is None and run.poll() is None and time.time() < deadline:
         for pid in _processes(ray_cluster["marker"]):
-            if _title(pid).startswith("ray::_shard_task"):
+            if _title(pid).startswith("ray::_segment_task"):
                 os.kill(pid, signal.SIGKILL)
                 killed = pid
                 break
@@ -142,7 +142,7 @@ def test_a_worker_killed_mid_stage_has_its_shard_retried(ray_cluster, corpus):
     log = run.communicate(timeout=600)[0]
     assert killed is not None, "no shard task was caught running:\n" + log[-3000:]
     assert run.returncode == 0, log[-4000:]
-    assert "Task _shard_task failed. There are 3 retries remaining, so the task will be retried" in log
+    assert "Task _segment_task failed. There are 3 retries remaining, so the task will be retried" in log
     out = root / "killed-worker"
     assert outputs(out) == outputs(root / "reference")
     for stage in STAGES:
