@@ -42,28 +42,44 @@ def real_texts() -> list[str]:
 
 
 class PeakRSS:
-    """Peak memory of this process and all its descendants, sampled every 0.1 s.
+    """Peak memory of this process and all its descendants, sampled every 0.1 s, and the bytes they
+    read through read() calls (`read`, set on exit; a process that exits keeps its last sample).
 
     Uses each process's PSS (shared pages, e.g. Ray's object store, divided among the processes
     mapping them) so the sum does not count shared memory once per process.
     """
 
     def __init__(self):
-        self.peak, self._stop = 0, threading.Event()
+        self.peak, self.read, self._reads, self._stop = 0, 0, {}, threading.Event()
+
+    def _processes(self):
+        me = psutil.Process()
+        return [me, *me.children(recursive=True)]
 
     def _sample(self):
-        me = psutil.Process()
         while not self._stop.is_set():
             total = 0
-            for proc in [me, *me.children(recursive=True)]:
+            for proc in self._processes():
                 try:
-                    total += proc.memory_full_info().pss
+                    with proc.oneshot():
+                        total += proc.memory_full_info().pss
+                        self._reads[(proc.pid, proc.create_time())] = proc.io_counters().read_chars
                 except psutil.Error:
                     pass
             self.peak = max(self.peak, total)
             time.sleep(0.1)
 
+    def _read_chars(self) -> dict:
+        reads = {}
+        for proc in self._processes():
+            try:
+                reads[(proc.pid, proc.create_time())] = proc.io_counters().read_chars
+            except psutil.Error:
+                pass
+        return reads
+
     def __enter__(self):
+        self._start = self._read_chars()
         self._thread = threading.Thread(target=self._sample, daemon=True)
         self._thread.start()
         return self
@@ -71,6 +87,8 @@ class PeakRSS:
     def __exit__(self, *exc):
         self._stop.set()
         self._thread.join()
+        self._reads.update(self._read_chars())
+        self.read = sum(n - self._start.get(key, 0) for key, n in self._reads.items())
 
 
 def write_shards(directory: Path, ids: list[str], texts: list[str], n_shards: int) -> list[Path]:

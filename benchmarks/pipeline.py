@@ -14,9 +14,10 @@ shards, 2 workers each:
       the same tokenizer. datatrove's filters take milliseconds per document, so it runs on the first
       --datatrove-docs documents, and (a) runs again on exactly those for the comparison.
 
-Prints docs/s end to end, bytes written (every file the run leaves, rejects and intermediates
-included) and bytes read (read() calls of the whole process tree, libraries and models included)
-per input byte, peak memory (PSS summed over the process tree), and the overlap of the kept sets.
+Prints docs/s end to end, bytes written (every file the run leaves: documents, rejects,
+intermediates and training sequences; and the documents' own columns alone) and bytes read
+(read() calls of the whole process tree, libraries and models included) per input byte, peak
+memory (PSS summed over the process tree), and the overlap of the kept sets.
 
     .venv/bin/python benchmarks/pipeline.py [--docs 200000] [--shards 16] [--datatrove-docs 20000]
 """
@@ -32,63 +33,16 @@ import random
 import shutil
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
-import psutil
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from dedup_vs_datatrove import SHARED, real_texts  # noqa: E402 - the same corpus as the dedup benchmark
+from dedup_vs_datatrove import SHARED, PeakRSS, real_texts  # noqa: E402 - the dedup benchmark's corpus and meter
 
 REFERENCE = SHARED.parent / "reference"
 TOXIC = SHARED.parent / "toxicity" / "davidson_hate_offensive" / "labeled_data.csv"
 QUALITY_THRESHOLD, TOXICITY_THRESHOLD = 0.05, 0.9
-STAGES = ["ingest", "heuristics", "exact_dedup", "dedup", "quality", "toxicity", "tokenize", "pack"]
-
-
-class Meter:
-    """Peak PSS and read()/write() bytes of this process and all its descendants, sampled every 0.1 s
-    (the last sample of a process that exits is kept)."""
-
-    def __init__(self):
-        self.peak, self._io, self._stop = 0, {}, threading.Event()
-
-    def _sample(self):
-        me = psutil.Process()
-        while not self._stop.is_set():
-            total = 0
-            for proc in [me, *me.children(recursive=True)]:
-                try:
-                    with proc.oneshot():
-                        total += proc.memory_full_info().pss
-                        io = proc.io_counters()
-                    self._io[(proc.pid, proc.create_time())] = (io.read_chars, io.write_chars)
-                except psutil.Error:
-                    pass
-            self.peak = max(self.peak, total)
-            time.sleep(0.1)
-
-    def __enter__(self):
-        self._start = dict(self._snapshot())
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-        self._thread.start()
-        return self
-
-    def _snapshot(self):
-        me = psutil.Process()
-        for proc in [me, *me.children(recursive=True)]:
-            try:
-                io = proc.io_counters()
-                yield (proc.pid, proc.create_time()), (io.read_chars, io.write_chars)
-            except psutil.Error:
-                pass
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join()
-        self._io.update(self._snapshot())
-        self.read = sum(r - self._start.get(key, (0, 0))[0] for key, (r, _) in self._io.items())
+TOKEN_COLUMNS = ("input_ids", "n_tokens")
 
 
 def write_corpus(directory: Path, ids: list[str], texts: list[str], shards: int) -> int:
@@ -122,9 +76,9 @@ def train_models(work: Path, web: list[str]) -> dict[str, str]:
             "tokenizer": str(work / "tokenizer")}
 
 
-def winnow_config(corpus: Path, out: Path, models: dict, checkpoint: bool) -> dict:
+def winnow_config(corpus: Path, out: Path, models: dict, checkpoint: bool, dedup: dict) -> dict:
     stages = [
-        {"name": "ingest"}, {"name": "heuristics"}, {"name": "exact_dedup"}, {"name": "dedup"},
+        {"name": "ingest"}, {"name": "heuristics"}, {"name": "exact_dedup"}, {"name": "dedup", **dedup},
         {"name": "quality", "scorer": {"kind": "fasttext", "model": models["quality"]}, "threshold": QUALITY_THRESHOLD},
         {"name": "toxicity", "scorer": {"kind": "fasttext", "model": models["toxicity"]},
          "thresholds": {"toxic": TOXICITY_THRESHOLD}},
@@ -136,18 +90,19 @@ def winnow_config(corpus: Path, out: Path, models: dict, checkpoint: bool) -> di
             "runtime": {"batch_size": 1024, "progress": False}}
 
 
-def run_winnow(corpus: Path, out: Path, models: dict, checkpoint: bool) -> dict:
+def run_winnow(corpus: Path, out: Path, models: dict, checkpoint: bool, dedup: dict | None = None) -> dict:
     from winnow.flows.curate import curate
     from winnow.storage.fs import resolve
     from winnow.storage.manifest import read_kept
 
-    with Meter() as meter:
+    with PeakRSS() as meter:
         start = time.perf_counter()
-        summary = curate(winnow_config(corpus, out, models, checkpoint))
+        summary = curate(winnow_config(corpus, out, models, checkpoint, dedup or {}))
         seconds = time.perf_counter() - start
     kept = set(read_kept(resolve(str(out)), "pack", ["id"]).column("id").to_pylist())
+    documents = sum(document_bytes(p) for p in out.glob("*/**/part-*.parquet"))  # kept documents and rejects
     return {"seconds": seconds, "docs": summary["stages"]["ingest"]["rows_in"], "kept": kept,
-            "written": tree_bytes(out), "read": meter.read, "peak": meter.peak}
+            "written": tree_bytes(out), "documents": documents, "read": meter.read, "peak": meter.peak}
 
 
 def run_datatrove(corpus: Path, work: Path, models: dict, workers: int) -> dict:
@@ -171,6 +126,9 @@ def run_datatrove(corpus: Path, work: Path, models: dict, workers: int) -> dict:
     from datatrove.pipeline.writers import JsonlWriter
     from datatrove.utils.hashing import HashConfig
 
+    # datatrove checks for the `fasttext-numpy2-wheel` distribution; winnow installs `fasttext-numpy2`, the same
+    # fastText bindings under another name, so the check is told which module to look for
+    FastTextClassifierFilter._requires_dependencies = [("fasttext", "fasttext-numpy2"), "fasteners"]
     # 64-bit SHA-1 shingle hashes: datatrove's xxhash default rejects str with xxhash >= 3.5
     config = MinhashConfig(n_grams=5, num_buckets=14, hashes_per_bucket=8,
                            hash_config=HashConfig(hash_fc="sha1", precision=64))
@@ -178,10 +136,11 @@ def run_datatrove(corpus: Path, work: Path, models: dict, workers: int) -> dict:
     filtered, out = work / "filtered", work / "out"
 
     def run(pipeline, n_tasks, name):
-        LocalPipelineExecutor(pipeline, tasks=n_tasks, workers=min(workers, n_tasks),
+        # fork: the workers inherit the dependency check's setting below (forkserver would re-import datatrove)
+        LocalPipelineExecutor(pipeline, tasks=n_tasks, workers=min(workers, n_tasks), start_method="fork",
                               logging_dir=str(work / "logs" / name)).run()
 
-    with Meter() as meter:
+    with PeakRSS() as meter:
         start = time.perf_counter()
         run([JsonlReader(str(corpus), id_key="id"), GopherRepetitionFilter(), GopherQualityFilter(),
              C4QualityFilter(), FineWebQualityFilter(), JsonlWriter(str(filtered))], tasks, "filter")
@@ -205,7 +164,18 @@ def run_datatrove(corpus: Path, work: Path, models: dict, workers: int) -> dict:
     for path in out.glob("*.jsonl.gz"):
         with gzip.open(path, "rt") as f:
             kept |= {json.loads(line)["id"] for line in f}
-    return {"seconds": seconds, "kept": kept, "written": tree_bytes(work), "read": meter.read, "peak": meter.peak}
+    documents = tree_bytes(filtered) + tree_bytes(out)  # datatrove writes no rejects by default
+    return {"seconds": seconds, "kept": kept, "written": tree_bytes(work) - tree_bytes(work / "logs"),
+            "documents": documents, "read": meter.read, "peak": meter.peak}
+
+
+def document_bytes(path: Path) -> int:
+    """Bytes of a Parquet file's document columns: everything but the token ids `tokenize` adds."""
+    import pyarrow.parquet as pq
+
+    meta = pq.read_metadata(path)
+    return sum(rg.column(c).total_compressed_size for r in range(meta.num_row_groups) for rg in [meta.row_group(r)]
+               for c in range(rg.num_columns) if rg.column(c).path_in_schema.split(".")[0] not in TOKEN_COLUMNS)
 
 
 def tree_bytes(root: Path) -> int:
@@ -213,15 +183,34 @@ def tree_bytes(root: Path) -> int:
 
 
 def report(results: dict, docs: int, input_bytes: int) -> None:
-    print(f"{'run':<44}{'wall s':>8}{'docs/s':>9}{'written/in':>11}{'read/in':>9}{'peak MiB':>10}{'kept':>8}")
+    """One row per run; written/in counts every file the run leaves (training sequences included), docs/in the
+    documents' columns in document files, kept and rejects (not the token ids tokenize adds)."""
+    print(f"{'run':<44}{'wall s':>8}{'docs/s':>9}{'written/in':>11}{'docs/in':>9}{'read/in':>9}{'peak MiB':>10}"
+          f"{'kept':>8}")
     for name, r in results.items():
         print(f"{name:<44}{r['seconds']:>8.1f}{docs / r['seconds']:>9,.0f}{r['written'] / input_bytes:>11.2f}"
-              f"{r['read'] / input_bytes:>9.2f}{r['peak'] / 2**20:>10,.0f}{len(r['kept']):>8,}")
+              f"{r['documents'] / input_bytes:>9.2f}{r['read'] / input_bytes:>9.2f}{r['peak'] / 2**20:>10,.0f}"
+              f"{len(r['kept']):>8,}")
 
 
 def overlap(a: set, b: set) -> str:
     return f"{len(a & b):,} in both, {len(a - b):,} only winnow, {len(b - a):,} only datatrove " \
            f"({len(a ^ b) / max(len(a | b), 1):.2%} of the union differ)"
+
+
+def family_overlap(a: set, b: set) -> str:
+    """The kept sets compared up to which member of a family (an original and its edited copies) survives:
+    near-duplicate removal keeps one member per cluster, winnow the lowest id, datatrove its union-find
+    root (union by size), so the same clusters can keep different members."""
+    from collections import Counter
+
+    def families(ids):
+        return Counter(i.split("-of-")[1].split("-")[0] if i.startswith("copy") else i.removeprefix("orig-")
+                       for i in ids)
+
+    fa, fb = families(a), families(b)
+    differ = sum(((fa - fb) + (fb - fa)).values())
+    return f"{differ:,} of {max(len(a), len(b)):,} kept documents differ ({differ / max(len(a), len(b), 1):.2%})"
 
 
 def main() -> None:
@@ -230,6 +219,7 @@ def main() -> None:
     parser.add_argument("--shards", type=int, default=16)
     parser.add_argument("--datatrove-docs", type=int, default=20_000, help="0: skip datatrove")
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--only-datatrove-comparison", action="store_true", help="skip (a) and (b) on --docs")
     args = parser.parse_args()
 
     import ray
@@ -245,24 +235,32 @@ def main() -> None:
         print(f"{len(texts):,} documents ({sum(i.startswith('orig') for i in ids):,} real web documents + edited "
               f"copies) in {args.shards} jsonl.gz shards, {input_bytes / 2**20:,.1f} MiB; {args.workers} workers\n")
         ray.init(num_cpus=args.workers, include_dashboard=False, log_to_driver=False)
-        results = {"(a) winnow fused": run_winnow(work / "corpus", work / "fused", models, checkpoint=False),
-                   "(b) winnow, checkpoint: true on every stage":
-                       run_winnow(work / "corpus", work / "checkpoint", models, checkpoint=True)}
-        report(results, len(texts), input_bytes)
-        a, b = results["(a) winnow fused"], results["(b) winnow, checkpoint: true on every stage"]
-        print(f"\nfused vs checkpoint-every-stage: {b['seconds'] / a['seconds']:.2f}x docs/s, "
-              f"{b['written'] / a['written']:.2f}x fewer bytes written; same kept set: {a['kept'] == b['kept']}")
+        # warm up outside the timings: Prefect's local API starts on the first flow run, Ray's workers on
+        # the first tasks
+        warm = write_corpus(work / "warm", ids[:200], texts[:200], args.workers) and work / "warm"
+        run_winnow(warm, work / "warm-out", models, checkpoint=False)
+        if not args.only_datatrove_comparison:
+            results = {"(a) winnow fused": run_winnow(work / "corpus", work / "fused", models, checkpoint=False),
+                       "(b) winnow, checkpoint: true on every stage":
+                           run_winnow(work / "corpus", work / "checkpoint", models, checkpoint=True)}
+            report(results, len(texts), input_bytes)
+            a, b = results["(a) winnow fused"], results["(b) winnow, checkpoint: true on every stage"]
+            print(f"\nfused vs checkpoint-every-stage: {b['seconds'] / a['seconds']:.2f}x docs/s, "
+                  f"{b['written'] / a['written']:.2f}x fewer bytes written; same kept set: {a['kept'] == b['kept']}")
         if args.datatrove_docs:
             n = min(args.datatrove_docs, len(texts))
             sub_bytes = write_corpus(work / "subset", ids[:n], texts[:n], args.shards)
-            small = {"(a) winnow fused": run_winnow(work / "subset", work / "fused-subset", models, False)}
+            # dedup splits and normalises words as datatrove does, so both see the same shingles
+            small = {"(a) winnow fused": run_winnow(work / "subset", work / "fused-subset", models, False,
+                                                    {"normalize": "datatrove"})}
             ray.shutdown()
             small["(c) datatrove"] = run_datatrove(work / "subset", work / "datatrove", models, args.workers)
             print(f"\non the first {n:,} documents ({sub_bytes / 2**20:,.1f} MiB):")
             report(small, n, sub_bytes)
             w, d = small["(a) winnow fused"], small["(c) datatrove"]
             print(f"\nwinnow / datatrove end-to-end docs/s: {d['seconds'] / w['seconds']:.1f}x")
-            print(f"kept sets: {overlap(w['kept'], d['kept'])}")
+            print(f"kept sets, by id: {overlap(w['kept'], d['kept'])}")
+            print(f"kept sets, by family (which copy survives aside): {family_overlap(w['kept'], d['kept'])}")
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
