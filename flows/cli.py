@@ -42,7 +42,8 @@ def _print_summary(summary: dict) -> None:
         said = STAGES[name].summary(summary["output"], c.get("extra") or {}) if name in STAGES else None
         if said:
             console.print(said[0])
-    console.print(f"outputs: {summary['output']}/<stage>/part-*.parquet, rejects: {summary['output']}/<stage>/rejects/")
+    documents = summary.get("documents") or f"{summary['output']}/<stage>"
+    console.print(f"documents: {documents}/part-*.parquet, rejects: {summary['output']}/<stage>/rejects/")
     console.print(f"manifests: {summary['output']}/<stage>/_manifest.json, run summary: {summary['output']}/_run.json")
     if summary.get("report"):
         console.print(f"report: {summary['report']}")
