@@ -100,7 +100,7 @@ from winnow.stages.runtime import Shard, Step, process_segment
 from winnow.storage.fs import resolve
 out = resolve({str(workdir / f'out-{n_docs}')!r})
 step = Step(Heuristics(HeuristicsConfig(name='heuristics')), out, 'bench')
-[entry] = process_segment([step], Shard('part-00000', resolve({str(shard)!r})), 0, 'bench', 2048, [None])
+[entry] = process_segment([step], Shard('part-00000', resolve({str(shard)!r})), 'bench', 2048, [None])
 assert entry.rows_in == {n_docs}
 print(next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM")) / 1024)
 """

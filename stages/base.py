@@ -115,10 +115,6 @@ class Stage:
         """GPUs one shard task asks Ray for (model-bearing stages read it from their config)."""
         return 0
 
-    def resources(self) -> dict:
-        """What one shard task asks Ray for."""
-        return {"num_cpus": 1, "num_gpus": self.gpus()} if self.gpus() else {"num_cpus": 1}
-
     def setup(self):
         """Load what the stage needs in a worker (models, tokenizers, backends) and return it; read it
         through `self.models`, which calls `setup` once per process for each stage config."""

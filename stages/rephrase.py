@@ -33,7 +33,6 @@ from pydantic import Field, model_validator
 
 from winnow.schemas.config import Fraction, StageConfig, StrictModel
 from winnow.stages.base import DocumentStage, StageResult
-from winnow.storage.shards import iter_parquet_batches
 
 WRAP_SYSTEM = ("A chat between a curious user and an artificial intelligence assistant. "
                "The assistant gives helpful, detailed, and polite answers to the questions.")
@@ -317,13 +316,13 @@ class Rephrase(DocumentStage):
     def dry_run(self, shards, batch_size: int) -> dict:
         """What this stage would ask of its backend, without generating: documents, synthetic rows and
         prompts per style, prompt tokens (counted with the chunking tokenizer) and the new-token cap."""
+        from winnow.stages.runtime import shard_tables
+
         config, count = self.config, self.models.count
         totals = {"documents": 0, "rephrased_documents": 0, "synthetic_rows": 0, "prompts": 0, "prompt_tokens": 0,
                   "prompts_by_style": {s: 0 for s in config.styles}}
         for shard in shards:
-            tables = (pa.Table.from_batches([b]) for b in iter_parquet_batches(shard.source, batch_size,
-                                                                                columns=["id", "text"]))
-            for table, jobs in self.planned_batches(tables):
+            for table, jobs in self.planned_batches(shard_tables(shard, batch_size, ["id", "text"])):
                 prompts = [render_prompt(config, style, c) for _, style, chunks in jobs for c in chunks]
                 rendered = [p if isinstance(p, str) else "\n".join(m["content"] for m in p) for p in prompts]
                 totals["documents"] += table.num_rows

@@ -292,7 +292,7 @@ class _Tally:
     rejects: ShardWriter | None = None
 
 
-def process_segment(segment: list[Step], shard: Shard, shard_index: int, run_id: str, batch_size: int,
+def process_segment(segment: list[Step], shard: Shard, run_id: str, batch_size: int,
                     decisions: list[pa.Table | None], mapper=None) -> list[ShardEntry]:
     """Stream one shard through every stage of a segment; commit every stage's rejects and the last
     stage's kept output, then each stage's ledger entry. `mapper` (the next global stage's) sees the
@@ -301,14 +301,12 @@ def process_segment(segment: list[Step], shard: Shard, shard_index: int, run_id:
     out_loc = segment[-1].dir.join(f"{shard.name}.parquet")
     writer: ShardWriter | None = None
     try:
-        first = segment[0].stage
-        context = {"decisions": decisions[0]} if first.kind == "global" else {}
-        last = len(segment) - 1
-        tables = _tap(segment[0], tallies[0], shard.name, first.process_shard(shard.source, batch_size, **context),
-                      empty=last == 0)
-        for i, step in enumerate(segment[1:], start=1):
+        tables = None  # the first stage reads the shard; each later one takes the kept tables before it
+        for i, step in enumerate(segment):
             context = {"decisions": decisions[i]} if step.stage.kind == "global" else {}
-            tables = _tap(step, tallies[i], shard.name, step.stage.process_tables(tables, **context), empty=i == last)
+            results = step.stage.process_shard(shard.source, batch_size, **context) if tables is None \
+                else step.stage.process_tables(tables, **context)
+            tables = _tap(step, tallies[i], shard.name, results, empty=i == len(segment) - 1)
         for table in tables:  # the last stage's kept tables (empty ones carry the output's schema)
             started = time.perf_counter()
             if writer is None:
@@ -422,7 +420,7 @@ def _segment_task(segment, shard, shard_index, run_id, batch_size, sizes, next_s
         at += n
     decisions += [None] * (len(segment) - len(decisions))
     mapper = next_stage.mapper(shard_index, partitions) if next_stage is not None else None
-    entries = process_segment(segment, shard, shard_index, run_id, batch_size, decisions, mapper)
+    entries = process_segment(segment, shard, run_id, batch_size, decisions, mapper)
     return [entries, *mapper.finish()] if mapper is not None else entries
 
 
