@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from bisect import bisect_left
 from collections.abc import Callable
 from functools import lru_cache
 from typing import Literal
@@ -29,9 +30,11 @@ from winnow.stages.base import DocumentStage, StageResult
 # Words, split the way spaCy's English tokenizer (which datatrove uses) splits them: URLs whole,
 # dotted abbreviations whole (U.S., Dr.), contractions split (do|n't, it|'s, can|not), numbers and
 # words with inner periods/commas/slashes/apostrophes whole (3.5, 1,000, and/or, O'Brien), runs of dots or dashes,
-# and any other non-space character as its own token.
+# and any other non-space character as its own token. ASCII_WORD, tried first, is a fast path for the
+# commonest token, a run of ASCII letters before a space, which WORD_PATTERN splits the same way
+# (but "cannot").
 _CONTRACTION = r"['’](?:s|re|ve|ll|m|d)\b"
-WORD_RE = re.compile(
+WORD_PATTERN = (
     r"(?:https?://|www\.)\S+"
     r"|(?:[A-Za-z]\.){2,}|(?:[A-Z]|Mr|Mrs|Ms|Dr|St|Jr|Sr|Prof|Inc|Ltd|Co|Jan|Feb|Mar|Apr|Jun|Jul|Aug|Sep|Sept|Oct"
     r"|Nov|Dec)\.(?=\s|$)"
@@ -39,6 +42,8 @@ WORD_RE = re.compile(
     r"|\w+(?:[.,/]\w+|['’](?!(?:s|re|ve|ll|m|d)\b)\w+)*"
     r"|\.{2,}|-{2,}|[^\w\s]"
 )
+ASCII_WORD = r"(?![Cc][Aa][Nn]not\b)[A-Za-z]+(?=\s|$)"
+WORD_RE = re.compile(ASCII_WORD + "|" + WORD_PATTERN)
 PARAGRAPH_RE = re.compile(r"\n{2,}")
 LINES_RE = re.compile(r"\n+")
 CITATION_RE = re.compile(r"\[\d*]|\[edit]|\[citation needed]")
@@ -109,9 +114,34 @@ def _is_symbol_char(ch: str) -> bool:
     return unicodedata.category(ch)[0] in "PSC"
 
 
+@lru_cache(maxsize=1 << 18)
 def is_symbol_word(word: str) -> bool:
     """A token made only of punctuation, symbols or control characters."""
     return all(_is_symbol_char(ch) for ch in word)
+
+
+SYMBOL, LETTER = 1, 2
+
+
+class WordFacts(dict):
+    """word -> SYMBOL | LETTER bits (symbols only; has a letter), computed on first sight; looked up
+    in C through `map(FACTS.__getitem__, words)`. Cleared when it grows past `limit` words."""
+
+    limit = 1 << 18
+
+    def __missing__(self, word: str) -> int:
+        if len(self) >= self.limit:
+            self.clear()
+        facts = self[word] = SYMBOL * is_symbol_word(word) | LETTER * any(ch.isalpha() for ch in word)
+        return facts
+
+
+FACTS = WordFacts()
+
+
+@lru_cache(maxsize=4096)
+def _is_terminal(token: str) -> bool:
+    return TERMINAL_PUNCTUATION_RE.fullmatch(token) is not None
 
 
 def split_words(text: str) -> list[str]:
@@ -119,28 +149,53 @@ def split_words(text: str) -> list[str]:
 
 
 class Doc:
-    """A text and the views of it rules share, each computed at most once."""
+    """A text and the views of it rules share, each computed at most once.
 
-    __slots__ = ("text", "_words", "_ids", "_cum_len", "_hashes")
+    Per-word facts (length, symbol-only, has a letter) are computed once per distinct word and
+    weighted by its count, since web text repeats its words many times."""
 
-    def __init__(self, text: str):
+    __slots__ = ("text", "_lines", "_words", "_vocab", "_ids", "_counts", "_lengths", "_cum_len", "_hashes")
+
+    def __init__(self, text: str, words: list[str] | None = None):
         self.text = text
-        self._words: list[str] | None = None
+        self._lines: list[list[str]] | None = None
+        self._words = words
+        self._vocab: list[str] | None = None
         self._ids: np.ndarray | None = None
+        self._counts: np.ndarray | None = None
+        self._lengths: np.ndarray | None = None
         self._cum_len: np.ndarray | None = None
         self._hashes: dict[int, np.ndarray] = {}
 
     @property
+    def line_words(self) -> list[list[str]]:
+        """The words of each line (`str.splitlines`). No word spans a line break and the word pattern
+        sees a line's ends as it sees the text's, so the text's words are these lists joined."""
+        if self._lines is None:
+            self._lines = [split_words(line) for line in self.text.splitlines()]
+        return self._lines
+
+    @property
     def words(self) -> list[str]:
         if self._words is None:
-            self._words = split_words(self.text)
+            self._words = [word for line in self.line_words for word in line]
         return self._words
 
     def _index(self) -> None:
-        vocab: dict[str, int] = {}
-        ids = [vocab.setdefault(w, len(vocab)) for w in self.words]
-        self._ids = np.asarray(ids, dtype=np.uint64) + np.uint64(1)
-        self._cum_len = np.concatenate([[0], np.cumsum([len(w) for w in self.words])]).astype(np.int64)
+        vocab = self._vocab = list(dict.fromkeys(self.words))  # distinct words in order of first occurrence
+        index = {word: i for i, word in enumerate(vocab)}
+        ids = np.fromiter(map(index.__getitem__, self.words), dtype=np.int64, count=len(self.words))
+        self._ids = ids.astype(np.uint64) + np.uint64(1)
+        self._counts = np.bincount(ids, minlength=len(vocab))
+        self._lengths = np.fromiter(map(len, vocab), dtype=np.int64, count=len(vocab))
+        self._cum_len = np.concatenate([[0], np.cumsum(self._lengths[ids])]).astype(np.int64)
+
+    @property
+    def vocab(self) -> tuple[list[str], np.ndarray, np.ndarray]:
+        """The distinct words in order of first occurrence, how often each occurs, and its length."""
+        if self._vocab is None:
+            self._index()
+        return self._vocab, self._counts, self._lengths
 
     def ngram_hashes(self, n: int) -> np.ndarray:
         """64-bit hash of every word n-gram (position i covers words i..i+n-1)."""
@@ -190,17 +245,18 @@ def gopher_quality(cfg: GopherQualityRules) -> Rule:
     stop_words = frozenset(cfg.stop_words)
 
     def check(doc: Doc) -> Verdict:
-        text, words = doc.text, doc.words
-        n_words = len(words)
-        content = [w for w in words if not is_symbol_word(w)]
-        n = len(content)
+        text, n_words = doc.text, len(doc.words)
+        vocab, counts, lengths = doc.vocab
+        facts = np.fromiter(map(FACTS.__getitem__, vocab), dtype=np.uint8, count=len(vocab))
+        content = counts * ((facts & SYMBOL) == 0)
+        n = int(content.sum())
         if cfg.min_doc_words and n < cfg.min_doc_words:
             return "min_doc_words", f"{n} words < {cfg.min_doc_words}"
         if cfg.max_doc_words and n > cfg.max_doc_words:
             return "max_doc_words", f"{n} words > {cfg.max_doc_words}"
         if n == 0:
             return "min_doc_words", "no words"
-        avg = sum(map(len, content)) / n
+        avg = int(content @ lengths) / n
         if cfg.min_avg_word_length and avg < cfg.min_avg_word_length:
             return "min_avg_word_length", f"{avg:.2f} < {cfg.min_avg_word_length}"
         if cfg.max_avg_word_length and avg > cfg.max_avg_word_length:
@@ -220,10 +276,10 @@ def gopher_quality(cfg: GopherQualityRules) -> Rule:
             if r > cfg.max_ellipsis_lines_ratio:
                 return "ellipsis_lines_ratio", f"{r:.3f} > {cfg.max_ellipsis_lines_ratio}"
         if cfg.max_non_alpha_words_ratio:
-            r = sum(any(c.isalpha() for c in w) for w in words) / n_words
+            r = int(counts[(facts & LETTER) != 0].sum()) / n_words
             if r < cfg.max_non_alpha_words_ratio:
                 return "alpha_words_ratio", f"{r:.3f} < {cfg.max_non_alpha_words_ratio}"
-        if cfg.min_stop_words and (k := len(stop_words.intersection(words))) < cfg.min_stop_words:
+        if cfg.min_stop_words and (k := len(stop_words.intersection(vocab))) < cfg.min_stop_words:
             return "min_stop_words", f"{k} distinct stop words < {cfg.min_stop_words}"
         return None
 
@@ -274,31 +330,41 @@ def gopher_repetition(cfg: GopherRepetitionRules) -> Rule:
 
 
 def _repeated_ngram_chars(doc: Doc, n: int) -> int:
-    """Characters in repeated n-grams, scanning left to right and skipping past each repeat."""
+    """Characters in repeated n-grams, scanning left to right and skipping past each repeat.
+
+    Only positions whose n-gram occurs more than once can be a repeat, so the scan visits just
+    those, jumping over the ones a repeat skips past."""
     hashes = doc.ngram_hashes(n)
-    if hashes.size == 0 or np.unique(hashes).size == hashes.size:
+    if hashes.size == 0:
         return 0
-    chars = doc.ngram_chars(n)
-    hashes_list = hashes.tolist()
+    _, inverse, counts = np.unique(hashes, return_inverse=True, return_counts=True)
+    positions = np.flatnonzero(counts[inverse] > 1)
+    if positions.size == 0:
+        return 0
+    chars = doc.ngram_chars(n)[positions].tolist()
+    keys = inverse[positions].tolist()
+    positions = positions.tolist()
     seen: set[int] = set()
-    repeated, i = 0, 0
-    while i < len(hashes_list):
-        h = hashes_list[i]
-        if h in seen:
-            repeated += int(chars[i])
-            i += n
+    repeated, j, resume = 0, 0, 0  # positions before `resume` were skipped past
+    while j < len(positions):
+        if positions[j] < resume:
+            j = bisect_left(positions, resume, j)
+            continue
+        if keys[j] in seen:
+            repeated += chars[j]
+            resume = positions[j] + n
         else:
-            seen.add(h)
-            i += 1
+            seen.add(keys[j])
+        j += 1
     return repeated
 
 
-def _count_sentences(line: str) -> int:
-    """Sentences in a line as spaCy's sentencizer splits them: a new sentence starts at the first
-    non-punctuation token after a sentence-terminal token (abbreviations like "Dr." are one token)."""
+def _count_sentences(tokens: list[str]) -> int:
+    """Sentences in a line's words as spaCy's sentencizer splits them: a new sentence starts at the
+    first non-punctuation token after a sentence-terminal token (abbreviations like "Dr." are one token)."""
     sentences, seen_end = 1, False
-    for token in split_words(line):
-        if TERMINAL_PUNCTUATION_RE.fullmatch(token):
+    for token in tokens:
+        if _is_terminal(token):
             seen_end = True
         elif seen_end and not is_symbol_word(token):
             sentences += 1
@@ -306,37 +372,42 @@ def _count_sentences(line: str) -> int:
     return sentences
 
 
-def c4(cfg: C4Rules) -> Callable[[Doc], tuple[Verdict, str]]:
-    """C4's line filters, then its document rules; returns the verdict and the cleaned text."""
+def c4(cfg: C4Rules) -> Callable[[Doc], tuple[Verdict, Doc]]:
+    """C4's line filters, then its document rules; returns the verdict and the cleaned document (its
+    kept lines; their words are those of the lines, so nothing is split twice)."""
 
-    def check(doc: Doc) -> tuple[Verdict, str]:
-        sentences, kept = 0, []
-        for line in doc.text.splitlines():
+    def check(doc: Doc) -> tuple[Verdict, Doc]:
+        sentences, kept, kept_words = 0, [], []
+        for line, tokens in zip(doc.text.splitlines(), doc.line_words, strict=True):
             line = line.strip()
             words = line.split()
-            if cfg.max_word_length and any(len(w) > cfg.max_word_length for w in words):
+            if cfg.max_word_length and len(line) > cfg.max_word_length and max(map(len, words)) > cfg.max_word_length:
                 continue
-            if cfg.remove_citations:
-                line = CITATION_RE.sub("", line)
+            if cfg.remove_citations and "[" in line:
+                cited = CITATION_RE.sub("", line)
+                if cited != line:
+                    line, tokens = cited, split_words(cited)
             if cfg.filter_no_terminal_punct and (not line.endswith(C4_END_PUNCTUATION) or line.endswith("...")):
                 continue
             if cfg.min_words_per_line and len(words) < cfg.min_words_per_line:
                 continue
             lower = line.lower()
             if cfg.filter_lorem_ipsum and "lorem ipsum" in lower:
-                return ("lorem_ipsum", "contains 'lorem ipsum'"), doc.text
+                return ("lorem_ipsum", "contains 'lorem ipsum'"), doc
             if cfg.filter_javascript and "javascript" in lower:
                 continue
             if cfg.filter_curly_bracket and "{" in line:
-                return ("curly_bracket", "contains '{'"), doc.text
+                return ("curly_bracket", "contains '{'"), doc
             if cfg.filter_policy and any(p in lower for p in POLICY_SUBSTRINGS):
                 continue
             if cfg.min_num_sentences:
-                sentences += _count_sentences(line)
+                sentences += _count_sentences(tokens)
             kept.append(line)
+            kept_words += tokens
         if cfg.min_num_sentences and sentences < cfg.min_num_sentences:
-            return ("min_num_sentences", f"{sentences} sentences in kept lines < {cfg.min_num_sentences}"), doc.text
-        return None, "\n".join(kept).strip()
+            return ("min_num_sentences", f"{sentences} sentences in kept lines < {cfg.min_num_sentences}"), doc
+        cleaned = "\n".join(kept).strip()
+        return None, doc if cleaned == doc.text else Doc(cleaned, kept_words)
 
     return check
 
@@ -387,8 +458,8 @@ class Evaluator:
         for name, check in self.rulesets:
             if name == "c4":
                 verdict, cleaned = check(doc)
-                if verdict is None and self.c4_cfg.clean_lines and cleaned != doc.text:
-                    doc = Doc(cleaned)
+                if verdict is None and self.c4_cfg.clean_lines:
+                    doc = cleaned
             else:
                 verdict = check(doc)
             if verdict is not None:

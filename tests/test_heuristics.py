@@ -114,3 +114,44 @@ def test_code_and_chat_logs_are_filtered():
     pile = shared("web/dsir_toy_pile_1k/toy_pile_data.jsonl")
     code = next(json.loads(line)["contents"] for line in pile.open())
     assert code.startswith("/*") and reason(code) is not None
+
+
+def test_fast_path_and_per_line_splitting_give_the_full_patterns_words():
+    """The ASCII-word fast path and splitting line by line are speed-ups only: the words equal those of
+    the pattern without the fast path, run over the whole text."""
+    import re
+
+    from winnow.stages.heuristics import WORD_PATTERN, Doc
+
+    full = re.compile(WORD_PATTERN)  # without the fast path
+    texts = ["We cannot go. CANNOT stop, Cannot\nwon't can't Canno cannotx www http://x.org/a b",
+             "Dr. Who\nMr.\nU.S.\ne.g. the end...\r\nnext line\u2028sep", "x" * 3 + "n't don't\n\n'tis"]
+    texts += [json.loads(line)["text"] for line in shared("web/c4_train_first1k/c4_sample.jsonl").open()][:300]
+    for text in texts:
+        assert Doc(text).words == full.findall(text)
+
+
+def test_repeated_ngram_chars_follow_datatroves_scan():
+    """datatrove's `find_all_duplicate`, written out: scan left to right; a seen n-gram adds its
+    characters and jumps past itself."""
+    from winnow.stages.heuristics import Doc, _repeated_ngram_chars
+
+    def reference(words, n):
+        seen, repeated, i = set(), 0, 0
+        while i < len(words) - n + 1:
+            gram = "".join(words[i:i + n])
+            if gram in seen:
+                repeated += len(gram)
+                i += n
+            else:
+                seen.add(gram)
+                i += 1
+        return repeated
+
+    rng = random.Random(0)
+    for _ in range(300):
+        words = [rng.choice(["a", "bb", "ccc", "dd", "e"]) for _ in range(rng.randint(0, 40))]
+        doc = Doc(" ".join(words))
+        for n in range(1, 7):
+            assert _repeated_ngram_chars(doc, n) == reference(doc.words, n)
+    assert _repeated_ngram_chars(Doc("a b a b a b"), 2) == 4  # a b | a b (skips) | a b: two repeats of "ab"
