@@ -6,6 +6,8 @@ signature is datasketch's `affine64` MinHash of those shingle hashes: min over s
 `a * fmix64(h) + b (mod 2^64)`, with datasketch's own permutations for the seed, so
 `datasketch.MinHash(num_perm, seed, hashfunc=shingle_hash, scheme="affine64")` fed the same
 shingles gives the same values (tested), and a winnow signature can go into a `MinHashLSH`.
+`hashing: datatrove` (with `normalize: datatrove`) computes datatrove's signatures instead, so a run
+finds the near-duplicates datatrove's MinHash finds (tested against its `get_signature`).
 
 On Ray (see `Dedup.plan`): signatures per shard -> (band, band hash, node) records shuffled by
 band hash -> candidate pairs per bucket -> [optional exact-Jaccard verification] -> connected
@@ -40,6 +42,7 @@ from winnow.stages.runtime import concat, exchange, map_phase, map_shards, parti
 _MULT = np.uint64(0x9E3779B97F4A7C15)  # odd 64-bit constant for rolling word hashes into shingle hashes
 _FMIX = (np.uint64(33), np.uint64(0xFF51AFD7ED558CCD), np.uint64(33), np.uint64(0xC4CEB9FE1A85EC53), np.uint64(33))
 _MAX_CHUNK_SHINGLES = 1 << 15
+_MERSENNE_61 = np.uint64((1 << 61) - 1)
 
 DECISIONS = pa.schema([("_shard", pa.int32()), ("_row", pa.int64()), ("drop", pa.bool_()),
                        ("cluster", pa.string()), ("size", pa.int64())])
@@ -65,7 +68,11 @@ class DedupConfig(StageConfig):
     threshold: Fraction = Field(
         0.8, description="Jaccard similarity that makes a duplicate: used by `verify`, and when given without "
                          "bands/rows, to choose them (datasketch's false-positive/negative optimisation)")
-    seed: int = Field(1, ge=0, description="seed of the permutations (datasketch's `seed`)")
+    seed: int = Field(1, ge=0, description="seed of the permutations (datasketch's or datatrove's `seed`)")
+    hashing: Literal["datasketch", "datatrove"] = Field(
+        "datasketch", description="datasketch: its affine64 MinHash of rolled BLAKE2b word hashes (fast, the "
+                                  "default); datatrove: its MinHash exactly (SHA-1 of each shingle, its seeded "
+                                  "permutations mod 2^61-1), so with normalize: datatrove the same documents collide")
     verify: bool = Field(False, description="check candidate pairs by exact Jaccard of their shingle sets")
     keep: str = Field("lowest_id", description="survivor: 'lowest_id' or a numeric column whose highest value wins")
     max_bucket_pairs: int = Field(
@@ -171,6 +178,16 @@ def shingle_words(texts: pa.Array | pa.ChunkedArray, cfg: DedupConfig) -> pa.Lis
     return pa.ListArray.from_arrays(pa.array(offsets), flat.filter(nonempty))
 
 
+def _sha1_shingle_hashes(words: list[str], offsets: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """datatrove's shingle hashes: the first 8 bytes (little-endian) of the SHA-1 of each n-gram's words
+    joined by spaces; and per-document offsets into them."""
+    hashes, starts = [], [0]
+    for lo, hi in zip(offsets[:-1].tolist(), offsets[1:].tolist(), strict=True):
+        hashes += [hashlib.sha1(" ".join(words[i:i + n]).encode()).digest()[:8] for i in range(lo, hi - n + 1)]
+        starts.append(len(hashes))
+    return np.frombuffer(b"".join(hashes), dtype="<u8").astype(np.uint64), np.array(starts, np.int64)
+
+
 def shingles(text: str, cfg: DedupConfig) -> list[bytes]:
     """The shingles of one text as datasketch would be fed them (for tests and verification)."""
     words = shingle_words(pa.array([text]), cfg)[0].as_py()
@@ -182,8 +199,13 @@ class Shingler:
 
     def __init__(self, cfg: DedupConfig):
         self.cfg = cfg
-        perms = MinHash(num_perm=cfg.num_perm, seed=cfg.seed, scheme="affine64").permutations
-        self.a, self.b = perms[0].astype(np.uint64), perms[1].astype(np.uint64)
+        if cfg.hashing == "datatrove":  # datatrove's MinhashDedupSignature.parameters
+            generator = np.random.RandomState(cfg.seed)
+            self.a = generator.randint(1, _MERSENNE_61, dtype=np.uint64, size=cfg.num_perm)
+            self.b = generator.randint(0, _MERSENNE_61, dtype=np.uint64, size=cfg.num_perm)
+        else:
+            perms = MinHash(num_perm=cfg.num_perm, seed=cfg.seed, scheme="affine64").permutations
+            self.a, self.b = perms[0].astype(np.uint64), perms[1].astype(np.uint64)
 
     def shingle_hashes(self, texts) -> tuple[np.ndarray, np.ndarray]:
         """Flat shingle hashes and per-document offsets into them (len(texts) + 1)."""
@@ -191,6 +213,8 @@ class Shingler:
         words = shingle_words(texts, self.cfg)
         offsets = words.offsets.to_numpy().astype(np.int64)
         offsets = offsets - offsets[0]
+        if self.cfg.hashing == "datatrove":
+            return _sha1_shingle_hashes(words.flatten().to_pylist(), offsets, n)
         flat = words.flatten()
         encoded = pc.dictionary_encode(flat)
         vocab = np.fromiter((word_hash(w) for w in encoded.dictionary.to_pylist()), dtype=np.uint64,
@@ -214,7 +238,8 @@ class Shingler:
         hashes, starts = self.shingle_hashes(texts)
         counts = np.diff(starts)
         sig = np.full((len(counts), self.cfg.num_perm), np.uint64(0xFFFFFFFFFFFFFFFF), dtype=np.uint64)
-        mixed = fmix64(hashes)
+        datatrove = self.cfg.hashing == "datatrove"
+        mixed = hashes if datatrove else fmix64(hashes)
         docs = np.flatnonzero(counts)
         i = 0
         while i < len(docs):  # chunks of whole documents, ~32k shingles each
@@ -222,7 +247,9 @@ class Shingler:
             while j < len(docs) and starts[docs[j] + 1] - starts[docs[i]] <= _MAX_CHUNK_SHINGLES:
                 j += 1
             lo, hi = starts[docs[i]], starts[docs[j - 1] + 1]
-            permuted = mixed[lo:hi, None] * self.a[None, :] + self.b[None, :]
+            permuted = mixed[lo:hi, None] * self.a[None, :] + self.b[None, :]  # wraps mod 2^64, as both do
+            if datatrove:
+                permuted %= _MERSENNE_61
             sig[docs[i:j]] = np.minimum.reduceat(permuted, starts[docs[i:j]] - lo, axis=0)
             i = j
         return sig, counts > 0

@@ -206,3 +206,29 @@ def test_datatrove_normalisation_equals_the_reference_on_real_text():
         assert set(shingles(text, cfg)) == reference
         differ += set(shingles(text, DEFAULT)) != reference
     assert differ > len(texts) // 10  # real documents on which winnow's default shingles differ
+
+
+def test_datatrove_hashing_gives_datatroves_signatures():
+    """`hashing: datatrove` (with `normalize: datatrove`) computes datatrove's MinHash signature exactly:
+    its SHA-1 shingle hashes, its permutations for the seed, its arithmetic mod 2^61-1. Reference:
+    datatrove's own `get_signature` over its own shingle hashes of the whitespace-split simplified text."""
+    minhash = pytest.importorskip("datatrove.pipeline.dedup.minhash", reason="datatrove (dev extra) is the reference")
+    from datatrove.utils.hashes.sha1 import sha1_hash64
+    from datatrove.utils.hashing import HashConfig
+    from datatrove.utils.text import simplify_text
+
+    texts = c4_texts()[:200] + ["too short to shingle"]
+    for seed in (1, 7):
+        config = minhash.MinhashConfig(n_grams=5, num_buckets=14, hashes_per_bucket=8, seed=seed,
+                                       hash_config=HashConfig(hash_fc="sha1", precision=64))
+        reference = minhash.MinhashDedupSignature(output_folder="unused", config=config)
+        cfg = DedupConfig(name="dedup", normalize="datatrove", hashing="datatrove", seed=seed)
+        sig, has_shingles = Shingler(cfg).signatures(pa.array(texts))
+        for text, row, has in zip(texts, sig, has_shingles, strict=True):
+            words = simplify_text(text).split()
+            hashes = np.array([sha1_hash64(" ".join(words[i:i + 5])) for i in range(len(words) - 4)], np.uint64)
+            assert has == (hashes.size > 0)
+            if has:
+                assert row.tolist() == [v for band in reference.get_signature(hashes.reshape(-1, 1)) for v in band]
+    default = DedupConfig(name="dedup", normalize="datatrove", seed=7)
+    assert not (Shingler(default).signatures(pa.array(texts[:1]))[0] == sig[:1]).all()  # datasketch's differ
