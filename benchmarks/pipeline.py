@@ -220,6 +220,8 @@ def main() -> None:
     parser.add_argument("--datatrove-docs", type=int, default=20_000, help="0: skip datatrove")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--only-datatrove-comparison", action="store_true", help="skip (a) and (b) on --docs")
+    parser.add_argument("--keep", type=Path, help="work in this (new) directory and keep it: corpora, models, "
+                                                  "every run's output and manifests (per-stage seconds)")
     args = parser.parse_args()
 
     import ray
@@ -227,7 +229,9 @@ def main() -> None:
 
     ids, texts = edited_corpus(real_texts(), copies=args.docs, seed=0)
     ids, texts = ids[: args.docs], texts[: args.docs]
-    work = Path(tempfile.mkdtemp(prefix="pipeline-bench-"))
+    if args.keep:
+        args.keep.mkdir(parents=True)
+    work = args.keep or Path(tempfile.mkdtemp(prefix="pipeline-bench-"))
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
     try:
         models = train_models(work / "models", [t for i, t in zip(ids, texts, strict=True) if i.startswith("orig")])
@@ -250,9 +254,9 @@ def main() -> None:
         if args.datatrove_docs:
             n = min(args.datatrove_docs, len(texts))
             sub_bytes = write_corpus(work / "subset", ids[:n], texts[:n], args.shards)
-            # dedup splits and normalises words as datatrove does, so both see the same shingles
+            # dedup normalises text and computes signatures as datatrove does, so the same documents collide
             small = {"(a) winnow fused": run_winnow(work / "subset", work / "fused-subset", models, False,
-                                                    {"normalize": "datatrove"})}
+                                                    {"normalize": "datatrove", "hashing": "datatrove"})}
             ray.shutdown()
             small["(c) datatrove"] = run_datatrove(work / "subset", work / "datatrove", models, args.workers)
             print(f"\non the first {n:,} documents ({sub_bytes / 2**20:,.1f} MiB):")
@@ -262,7 +266,8 @@ def main() -> None:
             print(f"kept sets, by id: {overlap(w['kept'], d['kept'])}")
             print(f"kept sets, by family (which copy survives aside): {family_overlap(w['kept'], d['kept'])}")
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -5,9 +5,10 @@ default threshold and can be switched off (threshold `null`, or the ruleset's `e
 Rulesets run in the order of FineWeb's pipeline: Gopher repetition, Gopher quality, C4 (which
 drops lines from the text it keeps), FineWeb; the first rule that fires decides.
 
-The rules follow the definitions of datatrove's filters so results agree with theirs; the word
-tokenizer is a single regular expression instead of spaCy, and repeated n-grams are found by
-hashing integer word ids with numpy. See README "Heuristics" for the deliberate differences.
+The rules follow the definitions of datatrove's filters, and words are split as spaCy's English
+tokenizer splits them (datatrove's word tokenizer; `spacy_words` runs its rules without spaCy), so
+decisions are datatrove's. Repeated n-grams are found by hashing integer word ids with numpy. See
+README "Heuristics" for the deliberate differences.
 """
 
 from __future__ import annotations
@@ -26,24 +27,9 @@ from pydantic import Field
 
 from winnow.schemas.config import Fraction, StageConfig, StrictModel
 from winnow.stages.base import DocumentStage, StageResult
+from winnow.stages.spacy_words import SpacyWords
+from winnow.stages.spacy_words import load as load_spacy_words
 
-# Words, split the way spaCy's English tokenizer (which datatrove uses) splits them: URLs whole,
-# dotted abbreviations whole (U.S., Dr.), contractions split (do|n't, it|'s, can|not), numbers and
-# words with inner periods/commas/slashes/apostrophes whole (3.5, 1,000, and/or, O'Brien), runs of dots or dashes,
-# and any other non-space character as its own token. ASCII_WORD, tried first, is a fast path for the
-# commonest token, a run of ASCII letters before a space, which WORD_PATTERN splits the same way
-# (but "cannot").
-_CONTRACTION = r"['’](?:s|re|ve|ll|m|d)\b"
-WORD_PATTERN = (
-    r"(?:https?://|www\.)\S+"
-    r"|(?:[A-Za-z]\.){2,}|(?:[A-Z]|Mr|Mrs|Ms|Dr|St|Jr|Sr|Prof|Inc|Ltd|Co|Jan|Feb|Mar|Apr|Jun|Jul|Aug|Sep|Sept|Oct"
-    r"|Nov|Dec)\.(?=\s|$)"
-    r"|\w+?(?=n['’]t\b)|n['’]t\b|(?<=\w)" + _CONTRACTION + r"|(?i:can)(?=not\b)"
-    r"|\w+(?:[.,/]\w+|['’](?!(?:s|re|ve|ll|m|d)\b)\w+)*"
-    r"|\.{2,}|-{2,}|[^\w\s]"
-)
-ASCII_WORD = r"(?![Cc][Aa][Nn]not\b)[A-Za-z]+(?=\s|$)"
-WORD_RE = re.compile(ASCII_WORD + "|" + WORD_PATTERN)
 PARAGRAPH_RE = re.compile(r"\n{2,}")
 LINES_RE = re.compile(r"\n+")
 CITATION_RE = re.compile(r"\[\d*]|\[edit]|\[citation needed]")
@@ -144,8 +130,14 @@ def _is_terminal(token: str) -> bool:
     return TERMINAL_PUNCTUATION_RE.fullmatch(token) is not None
 
 
+@lru_cache(maxsize=1)
+def _spacy_words() -> SpacyWords:
+    return load_spacy_words()
+
+
 def split_words(text: str) -> list[str]:
-    return WORD_RE.findall(text)
+    """Words as datatrove's filters see them: spaCy's English tokens (see `spacy_words`)."""
+    return _spacy_words().words(text)
 
 
 class Doc:
