@@ -208,7 +208,6 @@ def run_segment(segment: list[Step], shards: list[Shard], options: RuntimeOption
         return SegmentResult(manifests, True, _outputs(segment, shards, modes))
     for step in segment:
         _claim_stage_dir(step.dir, step.stage, step.config_hash)
-    started = time.time()
     committed = [committed_shards(step.dir, step.config_hash, written=mode == "written")
                  for step, mode in zip(segment, modes, strict=True)]
     done = set.intersection(*(set(c) for c in committed))
@@ -216,14 +215,18 @@ def run_segment(segment: list[Step], shards: list[Shard], options: RuntimeOption
 
     pending: list[tuple[GlobalStage, dict]] = []  # the segment's global stages with their decisions
     extras: list[dict] = []
-    for step in segment:
+    planning = [0.0] * len(segment)  # a global stage's plan is its own time, not shared by the segment
+    for i, step in enumerate(segment):
         if step.stage.kind != "global":
             break
+        plan_started = time.time()
         readable = [replace(s, pending=tuple((g, d[s.name]) for g, d in pending)) for s in shards]
         decisions, extra = step.stage.plan(readable, options, mapped if not pending else None)
         pending.append((step.stage, decisions))
         extras.append(extra)
+        planning[i] = time.time() - plan_started
     extras += [{}] * (len(segment) - len(extras))
+    tasks_started = time.time()
 
     new_entries: list[list[ShardEntry]] = [[] for _ in segment]
     on_the_way: dict[str, list] = {}
@@ -237,14 +240,14 @@ def run_segment(segment: list[Step], shards: list[Shard], options: RuntimeOption
                     new_entries[i].append(entry)
                 if refs:
                     on_the_way[entries[0].shard] = refs
-    # the segment's wall time, shared among its stages by the time each spent on the shards
+    # the segment's wall time after planning, shared among its stages by the time each spent on the shards
     busy = [sum(e.seconds for e in made) for made in new_entries]
     shares = [b / sum(busy) if sum(busy) else 1 / len(segment) for b in busy]
     manifests = []
     for i, (step, mode, extra, made, old) in enumerate(zip(segment, modes, extras, new_entries, committed,
                                                            strict=True)):
         entries = [old[name] for name in done] + made
-        seconds = (time.time() - started) * shares[i]
+        seconds = planning[i] + (time.time() - tasks_started) * shares[i]
         manifest = StageManifest.from_shards(step.name, step.stage.kind, step.config_hash, entries, seconds, extra,
                                              kept=mode, next_stage=segment[i + 1].name if mode == "fused" else None)
         write_manifest(step.dir, manifest)
