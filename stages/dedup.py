@@ -128,9 +128,8 @@ def shingle_hash(shingle: bytes) -> int:
 # become spaces; other symbols stay. (Tested equal to datatrove's own constant and function.)
 DATATROVE_PUNCTUATION = (string.punctuation + "".join(map(chr, [*range(0, 9), *range(11, 32), *range(127, 160)]))
                          + "«´»–—’“”„…∶━►、。〈〉《》「」【】！％（），．１：；？～")
-_DATATROVE_TRANS = str.maketrans(DATATROVE_PUNCTUATION, " " * len(DATATROVE_PUNCTUATION))
+_DATATROVE_PUNCTUATION_RE = re.compile("[" + re.escape(DATATROVE_PUNCTUATION) + "]")
 _DATATROVE_NUMBER = regex.compile(r"\p{Nd}+([.,،٫⎖⎗⎘]\p{Nd}+)?")  # "1,500" and "3.14" are one number
-_WHITESPACE = re.compile(r"\s+")
 
 
 @lru_cache(maxsize=1)
@@ -142,10 +141,11 @@ def _nonspacing_marks() -> dict[int, None]:
 def simplify_text_datatrove(text: str) -> str:
     """datatrove's default `simplify_text`: lowercase; every number (digits with at most one decimal
     separator and fraction) becomes `0`; its punctuation becomes spaces; whitespace runs become one
-    space; NFD, then combining marks dropped."""
-    text = _DATATROVE_NUMBER.sub("0", text.lower()).translate(_DATATROVE_TRANS)
-    text = _WHITESPACE.sub(" ", text.strip())
-    return unicodedata.normalize("NFD", text).translate(_nonspacing_marks()).strip()
+    space; NFD, then combining marks dropped. (The same result as datatrove's steps, faster: one
+    regular expression for the punctuation, `str.split` for whitespace, no mark lookups in ASCII.)"""
+    text = _DATATROVE_PUNCTUATION_RE.sub(" ", _DATATROVE_NUMBER.sub("0", text.lower()))
+    text = unicodedata.normalize("NFD", " ".join(text.split()))
+    return (text if text.isascii() else text.translate(_nonspacing_marks())).strip()
 
 
 def normalise_texts(texts: pa.Array | pa.ChunkedArray, cfg: DedupConfig) -> pa.Array:
@@ -178,16 +178,6 @@ def shingle_words(texts: pa.Array | pa.ChunkedArray, cfg: DedupConfig) -> pa.Lis
     return pa.ListArray.from_arrays(pa.array(offsets), flat.filter(nonempty))
 
 
-def _sha1_shingle_hashes(words: list[str], offsets: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
-    """datatrove's shingle hashes: the first 8 bytes (little-endian) of the SHA-1 of each n-gram's words
-    joined by spaces; and per-document offsets into them."""
-    hashes, starts = [], [0]
-    for lo, hi in zip(offsets[:-1].tolist(), offsets[1:].tolist(), strict=True):
-        hashes += [hashlib.sha1(" ".join(words[i:i + n]).encode()).digest()[:8] for i in range(lo, hi - n + 1)]
-        starts.append(len(hashes))
-    return np.frombuffer(b"".join(hashes), dtype="<u8").astype(np.uint64), np.array(starts, np.int64)
-
-
 def shingles(text: str, cfg: DedupConfig) -> list[bytes]:
     """The shingles of one text as datasketch would be fed them (for tests and verification)."""
     words = shingle_words(pa.array([text]), cfg)[0].as_py()
@@ -213,24 +203,25 @@ class Shingler:
         words = shingle_words(texts, self.cfg)
         offsets = words.offsets.to_numpy().astype(np.int64)
         offsets = offsets - offsets[0]
-        if self.cfg.hashing == "datatrove":
-            return _sha1_shingle_hashes(words.flatten().to_pylist(), offsets, n)
         flat = words.flatten()
+        counts = np.maximum(np.diff(offsets) - n + 1, 0)
+        shingle_starts = np.concatenate([[0], np.cumsum(counts)])
+        m = len(flat) - n + 1  # n-grams of the flat word list; `positions` are those inside one document
+        if m <= 0 or shingle_starts[-1] == 0:
+            return np.zeros(0, np.uint64), shingle_starts
+        positions = (np.arange(shingle_starts[-1]) - np.repeat(shingle_starts[:-1], counts)
+                     + np.repeat(offsets[:-1], counts))
+        if self.cfg.hashing == "datatrove":  # the first 8 bytes (little-endian) of the SHA-1 of the words joined
+            grams = pc.binary_join_element_wise(*(flat.slice(k, m) for k in range(n)), " ").take(positions)
+            digests = b"".join(hashlib.sha1(gram).digest()[:8] for gram in grams.cast(pa.binary()).to_pylist())
+            return np.frombuffer(digests, dtype="<u8").astype(np.uint64), shingle_starts
         encoded = pc.dictionary_encode(flat)
         vocab = np.fromiter((word_hash(w) for w in encoded.dictionary.to_pylist()), dtype=np.uint64,
                             count=len(encoded.dictionary))
-        ids = encoded.indices.to_numpy(zero_copy_only=False)
-        word_hashes = vocab[ids] if len(ids) else np.zeros(0, np.uint64)
-        counts = np.maximum(np.diff(offsets) - n + 1, 0)
-        m = len(word_hashes) - n + 1
-        if m <= 0 or counts.sum() == 0:
-            return np.zeros(0, np.uint64), np.concatenate([[0], np.cumsum(counts)])
+        word_hashes = vocab[encoded.indices.to_numpy(zero_copy_only=False)]
         rolled = word_hashes[:m].copy()
         for k in range(1, n):
             rolled = rolled * _MULT + word_hashes[k:k + m]
-        shingle_starts = np.concatenate([[0], np.cumsum(counts)])
-        positions = (np.arange(shingle_starts[-1]) - np.repeat(shingle_starts[:-1], counts)
-                     + np.repeat(offsets[:-1], counts))
         return rolled[positions], shingle_starts
 
     def signatures(self, texts) -> tuple[np.ndarray, np.ndarray]:
