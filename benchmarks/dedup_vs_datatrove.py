@@ -52,34 +52,28 @@ class PeakRSS:
     def __init__(self):
         self.peak, self.read, self._reads, self._stop = 0, 0, {}, threading.Event()
 
-    def _processes(self):
+    def _poll(self, pss: bool) -> tuple[int, dict]:
+        """PSS summed over the process tree (when `pss`: the costly part), and each process's read bytes."""
+        total, reads = 0, {}
         me = psutil.Process()
-        return [me, *me.children(recursive=True)]
+        for proc in [me, *me.children(recursive=True)]:
+            try:
+                with proc.oneshot():
+                    total += proc.memory_full_info().pss if pss else 0
+                    reads[(proc.pid, proc.create_time())] = proc.io_counters().read_chars
+            except psutil.Error:
+                pass
+        return total, reads
 
     def _sample(self):
         while not self._stop.is_set():
-            total = 0
-            for proc in self._processes():
-                try:
-                    with proc.oneshot():
-                        total += proc.memory_full_info().pss
-                        self._reads[(proc.pid, proc.create_time())] = proc.io_counters().read_chars
-                except psutil.Error:
-                    pass
+            total, reads = self._poll(pss=True)
+            self._reads.update(reads)
             self.peak = max(self.peak, total)
             time.sleep(0.1)
 
-    def _read_chars(self) -> dict:
-        reads = {}
-        for proc in self._processes():
-            try:
-                reads[(proc.pid, proc.create_time())] = proc.io_counters().read_chars
-            except psutil.Error:
-                pass
-        return reads
-
     def __enter__(self):
-        self._start = self._read_chars()
+        self._start = self._poll(pss=False)[1]
         self._thread = threading.Thread(target=self._sample, daemon=True)
         self._thread.start()
         return self
@@ -87,7 +81,7 @@ class PeakRSS:
     def __exit__(self, *exc):
         self._stop.set()
         self._thread.join()
-        self._reads.update(self._read_chars())
+        self._reads.update(self._poll(pss=False)[1])
         self.read = sum(n - self._start.get(key, 0) for key, n in self._reads.items())
 
 
@@ -180,7 +174,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from winnow.stages.dedup import DedupConfig
-    from winnow.stages.dedup_eval import brute_force_truth, edited_corpus
+    from winnow.stages.dedup_eval import brute_force_truth, edited_corpus, family
 
     originals = real_texts()
     ids, texts = edited_corpus(originals, copies=args.docs, seed=0)
@@ -189,9 +183,9 @@ def main() -> None:
           f"+ edited copies; {args.shards} shards; 5-grams, 14 bands x 8 rows\n")
 
     # Ground truth on a sample: whole families (an original and all its copies), all pairs.
-    family = [i.split("-of-")[-1].split("-")[0] if i.startswith("copy") else i.removeprefix("orig-") for i in ids]
-    chosen = set(random.Random(1).sample(sorted(set(family)), args.sample_families))
-    sample = [k for k, f in enumerate(family) if f in chosen]
+    families = [family(i) for i in ids]
+    chosen = set(random.Random(1).sample(sorted(set(families)), args.sample_families))
+    sample = [k for k, f in enumerate(families) if f in chosen]
     truth = brute_force_truth([ids[k] for k in sample], [texts[k] for k in sample], DedupConfig(name="dedup"))
     sample_ids = [ids[k] for k in sample]
     print(f"ground truth: {len(sample):,} documents in {len(chosen)} families, "

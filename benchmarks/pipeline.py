@@ -204,11 +204,9 @@ def family_overlap(a: set, b: set) -> str:
     root (union by size), so the same clusters can keep different members."""
     from collections import Counter
 
-    def families(ids):
-        return Counter(i.split("-of-")[1].split("-")[0] if i.startswith("copy") else i.removeprefix("orig-")
-                       for i in ids)
+    from winnow.stages.dedup_eval import family
 
-    fa, fb = families(a), families(b)
+    fa, fb = Counter(map(family, a)), Counter(map(family, b))
     differ = sum(((fa - fb) + (fb - fa)).values())
     return f"{differ:,} of {max(len(a), len(b)):,} kept documents differ ({differ / max(len(a), len(b), 1):.2%})"
 

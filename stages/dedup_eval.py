@@ -54,6 +54,11 @@ def edited_corpus(texts: list[str], copies: int, seed: int = 0, max_rate: float 
     return ids, out
 
 
+def family(doc_id: str) -> str:
+    """The original an `edited_corpus` id belongs to: `orig-000007` and `copy-000042-of-000007-...` -> `000007`."""
+    return doc_id.split("-of-")[1].split("-")[0] if doc_id.startswith("copy") else doc_id.removeprefix("orig-")
+
+
 @dataclass
 class Truth:
     pairs: set[tuple[int, int]]  # (i, j), i < j, with Jaccard >= threshold
