@@ -27,8 +27,8 @@ from pydantic import Field
 
 from winnow.schemas.config import Fraction, StageConfig, StrictModel
 from winnow.stages.base import DocumentStage, StageResult
-from winnow.stages.spacy_words import SpacyWords
-from winnow.stages.spacy_words import load as load_spacy_words
+from winnow.stages.spacy_words import BoundedMemo
+from winnow.stages.spacy_words import load as spacy_words
 
 PARAGRAPH_RE = re.compile(r"\n{2,}")
 LINES_RE = re.compile(r"\n+")
@@ -109,20 +109,12 @@ def is_symbol_word(word: str) -> bool:
 SYMBOL, LETTER = 1, 2
 
 
-class WordFacts(dict):
-    """word -> SYMBOL | LETTER bits (symbols only; has a letter), computed on first sight; looked up
-    in C through `map(FACTS.__getitem__, words)`. Cleared when it grows past `limit` words."""
-
-    limit = 1 << 18
-
-    def __missing__(self, word: str) -> int:
-        if len(self) >= self.limit:
-            self.clear()
-        facts = self[word] = SYMBOL * is_symbol_word(word) | LETTER * any(ch.isalpha() for ch in word)
-        return facts
+def word_facts(word: str) -> int:
+    """SYMBOL | LETTER bits of a word: made only of symbols; has a letter."""
+    return SYMBOL * is_symbol_word(word) | LETTER * any(ch.isalpha() for ch in word)
 
 
-FACTS = WordFacts()
+FACTS = BoundedMemo(word_facts, 1 << 18)  # looked up in C: map(FACTS.__getitem__, words)
 
 
 @lru_cache(maxsize=4096)
@@ -130,14 +122,9 @@ def _is_terminal(token: str) -> bool:
     return TERMINAL_PUNCTUATION_RE.fullmatch(token) is not None
 
 
-@lru_cache(maxsize=1)
-def _spacy_words() -> SpacyWords:
-    return load_spacy_words()
-
-
 def split_words(text: str) -> list[str]:
     """Words as datatrove's filters see them: spaCy's English tokens (see `spacy_words`)."""
-    return _spacy_words().words(text)
+    return spacy_words().words(text)
 
 
 class Doc:
@@ -161,8 +148,8 @@ class Doc:
 
     @property
     def line_words(self) -> list[list[str]]:
-        """The words of each line (`str.splitlines`). No word spans a line break and the word pattern
-        sees a line's ends as it sees the text's, so the text's words are these lists joined."""
+        """The words of each line (`str.splitlines`); words are split within whitespace-separated chunks,
+        so the text's words are these lists joined."""
         if self._lines is None:
             self._lines = [split_words(line) for line in self.text.splitlines()]
         return self._lines

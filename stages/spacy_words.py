@@ -15,16 +15,32 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
+from functools import lru_cache
+from itertools import chain
 from pathlib import Path
 
 RULES = Path(__file__).with_name("spacy_en_rules.json")
 
 
+class BoundedMemo(dict):
+    """`memo[key]` is `compute(key)`, computed on first sight and looked up in C afterwards; all
+    forgotten at once when `limit` keys are held, so memory stays bounded on an endless vocabulary."""
+
+    def __init__(self, compute: Callable, limit: int):
+        super().__init__()
+        self.compute, self.limit = compute, limit
+
+    def __missing__(self, key):
+        if len(self) >= self.limit:
+            self.clear()
+        value = self[key] = self.compute(key)
+        return value
+
+
 class SpacyWords:
     """`words(text)`: the texts of spaCy's English tokens, whitespace tokens left out (as datatrove
     leaves them out)."""
-
-    cache_limit = 1 << 17  # distinct chunks remembered (then forgotten all at once)
 
     def __init__(self, rules: dict):
         def compiled(name):
@@ -41,18 +57,10 @@ class SpacyWords:
             if self.prefix(rule) or self.suffix(rule) or any(self.infix(rule)) or " " in rule:
                 pattern = tuple(self._split(rule, specials=False))
                 self.matcher.setdefault(pattern[0], []).append((pattern, rule))
-        self.cache: dict[str, list[str]] = {}
+        self.chunks = BoundedMemo(lambda chunk: self._match_specials(self._split(chunk, specials=True)), 1 << 17)
 
     def words(self, text: str) -> list[str]:
-        cache, out = self.cache, []
-        for chunk in text.split():
-            tokens = cache.get(chunk)
-            if tokens is None:
-                if len(cache) >= self.cache_limit:
-                    cache.clear()
-                tokens = cache[chunk] = self._match_specials(self._split(chunk, specials=True))
-            out += tokens
-        return out
+        return list(chain.from_iterable(map(self.chunks.__getitem__, text.split())))
 
     def _split(self, substring: str, specials: bool) -> list[str]:
         """One whitespace-free chunk, as `Tokenizer.explain` splits it."""
@@ -131,7 +139,9 @@ class SpacyWords:
         return out
 
 
+@lru_cache(maxsize=1)
 def load() -> SpacyWords:
+    """The tokenizer of `spacy_en_rules.json`, built once per process (its chunk cache lives with it)."""
     return SpacyWords(json.loads(RULES.read_text()))
 
 
