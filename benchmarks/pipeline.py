@@ -76,9 +76,9 @@ def train_models(work: Path, web: list[str]) -> dict[str, str]:
             "tokenizer": str(work / "tokenizer")}
 
 
-def winnow_config(corpus: Path, out: Path, models: dict, checkpoint: bool, dedup: dict) -> dict:
+def winnow_config(corpus: Path, out: Path, models: dict, checkpoint: bool, overrides: dict) -> dict:
     stages = [
-        {"name": "ingest"}, {"name": "heuristics"}, {"name": "exact_dedup"}, {"name": "dedup", **dedup},
+        {"name": "ingest"}, {"name": "heuristics"}, {"name": "exact_dedup"}, {"name": "dedup"},
         {"name": "quality", "scorer": {"kind": "fasttext", "model": models["quality"]}, "threshold": QUALITY_THRESHOLD},
         {"name": "toxicity", "scorer": {"kind": "fasttext", "model": models["toxicity"]},
          "thresholds": {"toxic": TOXICITY_THRESHOLD}},
@@ -86,18 +86,19 @@ def winnow_config(corpus: Path, out: Path, models: dict, checkpoint: bool, dedup
         {"name": "pack", "strategy": "bfd", "seq_len": 2048, "ranks": 2},
     ]
     return {"input": {"uri": str(corpus), "id_field": "id"}, "output": str(out),
-            "stages": [{**s, "checkpoint": checkpoint} for s in stages],
+            "stages": [{**s, **overrides.get(s["name"], {}), "checkpoint": checkpoint} for s in stages],
             "runtime": {"batch_size": 1024, "progress": False}}
 
 
-def run_winnow(corpus: Path, out: Path, models: dict, checkpoint: bool, dedup: dict | None = None) -> dict:
+def run_winnow(corpus: Path, out: Path, models: dict, checkpoint: bool, overrides: dict | None = None) -> dict:
+    """`overrides`: stage name -> settings that replace the benchmark's."""
     from winnow.flows.curate import curate
     from winnow.storage.fs import resolve
     from winnow.storage.manifest import read_kept
 
     with PeakRSS() as meter:
         start = time.perf_counter()
-        summary = curate(winnow_config(corpus, out, models, checkpoint, dedup or {}))
+        summary = curate(winnow_config(corpus, out, models, checkpoint, overrides or {}))
         seconds = time.perf_counter() - start
     kept = set(read_kept(resolve(str(out)), "pack", ["id"]).column("id").to_pylist())
     documents = sum(document_bytes(p) for p in out.glob("*/**/part-*.parquet"))  # kept documents and rejects
@@ -200,8 +201,9 @@ def overlap(a: set, b: set) -> str:
 
 def family_overlap(a: set, b: set) -> str:
     """The kept sets compared up to which member of a family (an original and its edited copies) survives:
-    near-duplicate removal keeps one member per cluster, winnow the lowest id, datatrove its union-find
-    root (union by size), so the same clusters can keep different members."""
+    near-duplicate removal keeps one member per cluster, winnow the first in input order, datatrove its
+    union-find root (union by size: the first of the cluster's first pair, unless clusters merge), so the
+    same clusters can keep different members."""
     from collections import Counter
 
     from winnow.stages.dedup_eval import family
@@ -252,9 +254,11 @@ def main() -> None:
         if args.datatrove_docs:
             n = min(args.datatrove_docs, len(texts))
             sub_bytes = write_corpus(work / "subset", ids[:n], texts[:n], args.shards)
-            # dedup normalises text and computes signatures as datatrove does, so the same documents collide
-            small = {"(a) winnow fused": run_winnow(work / "subset", work / "fused-subset", models, False,
-                                                    {"normalize": "datatrove", "hashing": "datatrove"})}
+            # dedup normalises text and computes signatures as datatrove does, so the same documents collide,
+            # and keeps the first of a cluster in input order, as datatrove's union-find root mostly is
+            first = {"keep": "first"}
+            small = {"(a) winnow fused": run_winnow(work / "subset", work / "fused-subset", models, False, {
+                "exact_dedup": first, "dedup": {"normalize": "datatrove", "hashing": "datatrove", **first}})}
             ray.shutdown()
             small["(c) datatrove"] = run_datatrove(work / "subset", work / "datatrove", models, args.workers)
             print(f"\non the first {n:,} documents ({sub_bytes / 2**20:,.1f} MiB):")

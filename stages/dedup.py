@@ -74,7 +74,9 @@ class DedupConfig(StageConfig):
                                   "default); datatrove: its MinHash exactly (SHA-1 of each shingle, its seeded "
                                   "permutations mod 2^61-1), so with normalize: datatrove the same documents collide")
     verify: bool = Field(False, description="check candidate pairs by exact Jaccard of their shingle sets")
-    keep: str = Field("lowest_id", description="survivor: 'lowest_id' or a numeric column whose highest value wins")
+    keep: str = Field("lowest_id", description="survivor: 'lowest_id', 'first' (earliest in input order: shard, then "
+                                               "row; datatrove's choice in most clusters) or a numeric column whose "
+                                               "highest value wins")
     max_bucket_pairs: int = Field(
         10, ge=1, description="a bucket of up to this many documents yields all its pairs; larger ones a star")
 
@@ -416,12 +418,14 @@ def _label_task(p, stage: "Dedup", partitions: int, n_edge_parts: int, *parts):
 
 
 def _survivor_task(p, stage: "Dedup", n_shards: int, *parts):
-    """One survivor per component (lowest id, or highest score then lowest id); decisions by shard."""
+    """One survivor per component (lowest id, first in input order, or highest score then lowest id);
+    decisions by shard."""
     members = concat(parts)
     if members is None or members.num_rows == 0:
         return [DECISIONS.empty_table()] * n_shards + [{"clusters": 0, "near_duplicates": 0}]
     df = pl.from_arrow(members)
-    order = (["score", "id"], [True, False]) if "score" in df.columns else (["id"], [False])
+    order = (["score", "id"], [True, False]) if "score" in df.columns else \
+        (["node"], [False]) if stage.config.keep == "first" else (["id"], [False])  # node: shard << 32 | row
     df = df.sort(["root", *order[0]], descending=[False, *order[1]], nulls_last=True).with_columns(
         cluster=pl.col("id").first().over("root"), size=pl.len().over("root"),
         drop=pl.int_range(pl.len()).over("root") > 0)
@@ -463,7 +467,7 @@ class Dedup(GlobalStage):
 
     def __init__(self, config: DedupConfig, run=None):
         super().__init__(config, run)
-        self.score_column = None if config.keep == "lowest_id" else config.keep
+        self.score_column = None if config.keep in ("lowest_id", "first") else config.keep
 
     map_columns = ["text"]
 

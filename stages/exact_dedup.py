@@ -2,7 +2,7 @@
 
 Map: a 128-bit BLAKE2b hash of each normalised text, with the row's id (and score when the
 survivor is chosen by a score column). Reduce: per hash partition, order each group by score
-(descending) then id (ascending) and keep the first. Rejects name the survivor's id.
+(descending) then id (ascending), or by input order, and keep the first. Rejects name the survivor's id.
 """
 
 from __future__ import annotations
@@ -30,7 +30,8 @@ class ExactDedupConfig(StageConfig):
     )
     keep: str = Field(
         "lowest_id",
-        description="survivor of a group: 'lowest_id', or the name of a numeric column whose highest value wins",
+        description="survivor of a group: 'lowest_id', 'first' (earliest in input order: shard, then row), "
+                    "or the name of a numeric column whose highest value wins",
     )
 
 
@@ -53,14 +54,14 @@ class ExactDedup(GlobalStage):
 
     def __init__(self, config: ExactDedupConfig, run=None):
         super().__init__(config, run)
-        self.score_column = None if config.keep == "lowest_id" else config.keep
+        self.score_column = None if config.keep in ("lowest_id", "first") else config.keep
         self.map_columns = ["id", "text"] + ([self.score_column] if self.score_column else [])
 
     def map_keys(self, table: pa.Table) -> pa.Table:
         if self.score_column and self.score_column not in table.schema.names:
             raise ValueError(
                 f"exact_dedup.keep names column {self.score_column!r}, which the input does not have "
-                f"(columns: {table.schema.names}); use 'lowest_id' or a numeric score column"
+                f"(columns: {table.schema.names}); use 'lowest_id', 'first' or a numeric score column"
             )
         h1, h2 = text_hashes(table.column("text").to_pylist(), self.config.normalize)
         columns = {"key": h1, "h2": h2, "id": table.column("id")}
@@ -72,7 +73,8 @@ class ExactDedup(GlobalStage):
         df = pl.from_arrow(keys)
         if df.height == 0:
             return DECISION_SCHEMA.empty_table(), {"duplicate_groups": 0}
-        order = (["score", "id"], [True, False]) if "score" in df.columns else (["id"], [False])
+        order = (["score", "id"], [True, False]) if "score" in df.columns else \
+            (["_shard", "_row"], [False, False]) if self.config.keep == "first" else (["id"], [False])
         df = df.sort(["key", "h2", *order[0]], descending=[False, False, *order[1]], nulls_last=True)
         df = df.with_columns(
             survivor=pl.col("id").first().over(["key", "h2"]),

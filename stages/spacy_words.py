@@ -24,17 +24,22 @@ RULES = Path(__file__).with_name("spacy_en_rules.json")
 
 
 class BoundedMemo(dict):
-    """`memo[key]` is `compute(key)`, computed on first sight and looked up in C afterwards; all
-    forgotten at once when `limit` keys are held, so memory stays bounded on an endless vocabulary."""
+    """`memo[key]` is `compute(key)`, computed on first sight and looked up in C afterwards. When `limit`
+    keys are held they become the previous generation, consulted before computing and dropped at the
+    next turnover, so memory stays bounded on an endless vocabulary while frequent keys survive."""
 
     def __init__(self, compute: Callable, limit: int):
         super().__init__()
-        self.compute, self.limit = compute, limit
+        self.compute, self.limit, self.previous = compute, limit, {}
 
     def __missing__(self, key):
         if len(self) >= self.limit:
+            self.previous = dict(self)
             self.clear()
-        value = self[key] = self.compute(key)
+        value = self.previous.get(key)
+        if value is None:
+            value = self.compute(key)
+        self[key] = value
         return value
 
 
@@ -57,10 +62,17 @@ class SpacyWords:
             if self.prefix(rule) or self.suffix(rule) or any(self.infix(rule)) or " " in rule:
                 pattern = tuple(self._split(rule, specials=False))
                 self.matcher.setdefault(pattern[0], []).append((pattern, rule))
-        self.chunks = BoundedMemo(lambda chunk: self._match_specials(self._split(chunk, specials=True)), 1 << 17)
+        self.chunks = BoundedMemo(self._chunk, 1 << 18)
 
     def words(self, text: str) -> list[str]:
         return list(chain.from_iterable(map(self.chunks.__getitem__, text.split())))
+
+    def _chunk(self, chunk: str) -> list[str]:
+        # no prefix, suffix or infix rule matches ASCII letters alone (tested), so such a chunk is one
+        # word unless it is a special case; most of a web text's distinct chunks are that
+        if chunk.isascii() and chunk.isalpha() and chunk not in self.special:
+            return [chunk]
+        return self._match_specials(self._split(chunk, specials=True))
 
     def _split(self, substring: str, specials: bool) -> list[str]:
         """One whitespace-free chunk, as `Tokenizer.explain` splits it."""

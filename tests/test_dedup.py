@@ -133,6 +133,19 @@ def test_survivor_by_score(tmp_path):
 
 
 @pytest.mark.usefixtures("ray_local")
+def test_survivor_first_in_input_order(tmp_path):
+    """Shards round-robin: shard 0 holds q, y; shard 1 holds b. y (shard 0, row 1) comes before b
+    (shard 1, row 0) in input order, though b has the lower id."""
+    text, other = generated(2, seed=7)
+    texts = [other, text, text + " And one more line."]
+    for keep, survivor in [("first", "y"), ("lowest_id", "b")]:
+        _, kept, rejects = run_dedup(tmp_path / keep, DedupConfig(name="dedup", keep=keep), ["q", "b", "y"], texts,
+                                     n_shards=2)
+        assert sorted(kept.column("id").to_pylist()) == sorted(["q", survivor])
+        assert rejects.column("reject_detail").to_pylist() == [f"duplicate of {survivor} (cluster of 2)"]
+
+
+@pytest.mark.usefixtures("ray_local")
 def test_precision_and_recall_on_edited_real_documents(tmp_path):
     cfg_verify = DedupConfig(name="dedup", verify=True, threshold=0.8, bands=14, rows=8)
     ids, texts = edited_corpus(c4_texts(), copies=600, seed=1)

@@ -34,6 +34,16 @@ def test_one_survivor_per_group_lowest_id_across_shards():
     assert stats == {"duplicate_groups": 2}
 
 
+def test_survivor_first_in_input_order():
+    """'first': the earliest row of the earliest shard, whatever the ids."""
+    stage = ExactDedup(ExactDedupConfig(name="exact_dedup", keep="first"))
+    a = docs(["z1", "z2"], ["unique one", "same text"])
+    b = docs(["a1"], ["same text"])
+    (ra, rb), _ = run_local(stage, [a, b])
+    assert ra.kept.column("id").to_pylist() == ["z1", "z2"] and rb.kept.num_rows == 0
+    assert rb.rejects.column("reject_detail").to_pylist() == ["duplicate of z2"]
+
+
 def test_normalisation_modes_and_score_survivor():
     none = ExactDedup(ExactDedupConfig(name="exact_dedup", normalize="none"))
     (r,), _ = run_local(none, [docs(["1", "2"], ["Same text", "Same  text"])])

@@ -135,6 +135,33 @@ def test_words_are_spacys_english_tokens_on_real_text():
         assert [w for line in text.splitlines() for w in split_words(line)] == doc.words
 
 
+def test_letters_alone_are_never_split_so_the_fast_path_is_exact():
+    """`SpacyWords` skips the affix rules for chunks of ASCII letters: no rule matches within such a
+    chunk. The rules look at most one character around a match, so all strings of up to 3 letters
+    cover every window a rule could match in a longer one."""
+    import itertools
+    import string
+
+    from winnow.stages.spacy_words import load
+
+    tokenizer = load()
+    for n in (1, 2, 3):
+        for chunk in map("".join, itertools.product(string.ascii_letters, repeat=n)):
+            assert not (tokenizer.prefix(chunk) or tokenizer.suffix(chunk) or any(tokenizer.infix(chunk))), chunk
+    assert tokenizer.words("cannot gonna Cannot") == ["can", "not", "gon", "na", "Can", "not"]  # special cases still apply
+
+
+def test_bounded_memo_keeps_memory_bounded_and_frequent_keys_computed_once():
+    from winnow.stages.spacy_words import BoundedMemo
+
+    computed = []
+    memo = BoundedMemo(lambda key: computed.append(key) or key * 2, limit=4)
+    for key in ["hot", 1, "hot", 2, 3, "hot", 4, 5, 6, "hot", 7, 8, "hot"]:
+        assert memo[key] == key * 2
+        assert len(memo) + len(memo.previous) <= 8
+    assert computed.count("hot") == 1 and computed.count(1) == 1
+
+
 def test_repeated_ngram_chars_follow_datatroves_scan():
     """datatrove's `find_all_duplicate`, written out: scan left to right; a seen n-gram adds its
     characters and jumps past itself."""
