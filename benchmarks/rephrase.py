@@ -1,35 +1,41 @@
-"""Rephrasing throughput: batched generation vs one request at a time, same model, same backend.
+r"""Rephrasing throughput: batched generation vs one request at a time, same model, same backend.
 
-The model is a randomly initialised GPT-2 (winnow's BPE, --hidden/--layers) since no weights can
-be downloaded here; it generates exactly --new-tokens tokens per prompt (EOS suppressed), so both
-runs do the same work. Both runs go through the `rephrase` stage's own code path (`Rephrase.apply`
-with the transformers backend); only `batch_size` differs. Printed: documents/s, prompts/s and
-generated tokens/s for each, and the ratio. On a GPU add --device cuda; with vLLM installed,
---vllm MODEL_DIR adds the vLLM backend's tokens/s on the same documents.
+The model is a randomly initialised GPT-2 (winnow's BPE, --hidden/--layers/--heads) since no weights
+can be downloaded here; it generates exactly --new-tokens tokens per prompt (EOS suppressed), so
+both runs do the same work. Both run the `rephrase` stage's generation backend (transformers: left
+padding, batches sorted by prompt length, bf16 on CUDA) on the stage's default wiki-style prompt around
+each document's first 1,200 characters; only `batch_size` differs. Printed: documents/s and
+generated tokens/s for each, and the ratio. With vLLM installed, --vllm MODEL_DIR adds the vLLM
+backend's tokens/s on the same prompts. Needs only torch, transformers and numpy.
 
     .venv/bin/python benchmarks/rephrase.py [--docs 64] [--batch-size 32]
+    python benchmarks/rephrase.py --device cuda --hidden 2048 --layers 16 --heads 16 --vocab 32000 \
+        --docs 512 --batch-size 128 --new-tokens 256     # a ~1B-parameter GPT-2 shape
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 import tempfile
 import time
 from pathlib import Path
 
-import pyarrow as pa
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from texts import c4_texts  # noqa: E402 - the benchmarks' text, real or generated
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
+def run(backend, prompts: list[str], params) -> tuple[float, int]:
+    import torch
 
-def run(stage, table: pa.Table) -> tuple[float, int, int]:
-    jobs = stage.plan(table)
     start = time.perf_counter()
-    result = stage.apply(table, jobs)
+    generations = backend.generate(prompts, params)
+    if backend.device.type == "cuda":
+        torch.cuda.synchronize()
     seconds = time.perf_counter() - start
-    assert result.rejects.num_rows == 0, result.rejects.column("reject_detail").to_pylist()[:3]
-    return seconds, sum(len(chunks) for _, _, chunks in jobs), result.rows_added
+    assert all(g.error is None for g in generations), [g.detail for g in generations if g.error][:3]
+    return seconds, len(prompts)
 
 
 def main() -> None:
@@ -39,45 +45,49 @@ def main() -> None:
     parser.add_argument("--new-tokens", type=int, default=64)
     parser.add_argument("--hidden", type=int, default=256)
     parser.add_argument("--layers", type=int, default=4)
-    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--heads", type=int, default=4)
+    parser.add_argument("--vocab", type=int, help="LM head width (default: the tokenizer's 8,000)")
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--vllm", help="a HF model directory to time with the vllm backend as well")
     args = parser.parse_args()
 
     import torch
 
-    from winnow.stages.rephrase import RephraseConfig
-    from winnow.schemas.documents import DOCUMENT_SCHEMA
+    from winnow.scorers.generate import (WRAP_INSTRUCTIONS, WRAP_SYSTEM, WRAP_TEMPLATE, SamplingParams,
+                                         TransformersBackend, VLLMBackend)
     from winnow.scorers.lm import make_tiny_lm
     from winnow.scorers.tokenizer import train_bpe
-    from winnow.stages.rephrase import Rephrase
 
-    torch.set_num_threads(1)
-    texts = [json.loads(line)["text"][:1200] for line in open(SHARED / "web/c4_train_first1k/c4_sample.jsonl")]
-    docs = texts[: args.docs]
-    n = len(docs)
-    table = pa.table({"id": [f"d{i}" for i in range(n)], "text": docs, "source": ["c4"] * n, "url": [None] * n,
-                      "meta": [None] * n}, schema=DOCUMENT_SCHEMA)
+    if args.device == "cpu":
+        torch.set_num_threads(1)
+    web = c4_texts()
+    wiki = WRAP_TEMPLATE.replace("{system}", WRAP_SYSTEM).replace("{instruction}", WRAP_INSTRUCTIONS["wiki"])
+    prompts = [wiki.replace("{text}", web[i % len(web)][:1200]) for i in range(args.docs)]
+    params = SamplingParams(max_new_tokens=args.new_tokens, temperature=0.8, top_p=0.95, seed=0)
     with tempfile.TemporaryDirectory() as tmp:
-        tokenizer = train_bpe(texts, 8000, Path(tmp) / "bpe")
-        model = make_tiny_lm(Path(tmp) / "lm", tokenizer, context=1024, hidden=args.hidden, layers=args.layers)
+        tokenizer = train_bpe(web, 8000, Path(tmp) / "bpe")
+        model = make_tiny_lm(Path(tmp) / "lm", tokenizer, context=2048, hidden=args.hidden, layers=args.layers,
+                             heads=args.heads, vocab_size=args.vocab)
         config = json.loads((model / "generation_config.json").read_text()) if (
             model / "generation_config.json").exists() else {}
         config["suppress_tokens"] = [config.get("eos_token_id", 0)]  # full-length outputs: equal work per prompt
         (model / "generation_config.json").write_text(json.dumps(config))
-        base = dict(name="rephrase", backend="transformers", model=str(model), styles=["wiki"], mix=1.0,
-                    max_new_tokens=args.new_tokens, temperature=0.8, device=args.device, max_output_ratio=100)
         results = {}
         for label, batch in (("one at a time", 1), (f"batched ({args.batch_size})", args.batch_size)):
-            stage = Rephrase(RephraseConfig(**base, batch_size=batch))
-            results[label] = run(stage, table)
+            backend = TransformersBackend(str(model), args.device, batch)
+            backend.generate(prompts[:2], SamplingParams(max_new_tokens=4))  # warm up
+            results[label] = run(backend, prompts, params)
+            params_m = sum(p.numel() for p in backend.model.parameters()) / 1e6
+            del backend
         if args.vllm:
-            results["vllm"] = run(Rephrase(RephraseConfig(**{**base, "backend": "vllm", "model": args.vllm})), table)
-    for label, (seconds, prompts, rows) in results.items():
-        print(f"{label:<16} {rows} documents, {prompts} prompts in {seconds:.1f} s: {rows / seconds:.2f} docs/s, "
-              f"{prompts * args.new_tokens / seconds:,.0f} generated tokens/s")
+            results["vllm"] = run(VLLMBackend(args.vllm), prompts, params)
+    for label, (seconds, n) in results.items():
+        print(f"{label:<16} {n} prompts in {seconds:.1f} s: {n / seconds:.2f} docs/s, "
+              f"{n * args.new_tokens / seconds:,.0f} generated tokens/s")
     single, batched = list(results.values())[:2]
-    print(f"batched / one at a time: {single[0] / batched[0]:.1f}x documents/s "
-          f"(model hidden {args.hidden}, {args.layers} layers, {args.new_tokens} new tokens, {args.device})")
+    gpu = f" {torch.cuda.get_device_name()}" if args.device == "cuda" else ""
+    print(f"batched / one at a time: {single[0] / batched[0]:.1f}x documents/s ({params_m:,.0f}M parameters: "
+          f"hidden {args.hidden}, {args.layers} layers, {args.new_tokens} new tokens, {args.device}{gpu})")
 
 
 if __name__ == "__main__":

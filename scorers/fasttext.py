@@ -11,12 +11,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import random
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from winnow.scorers.evaluation import heldout_metrics, holdout_split, roc_auc  # noqa: F401 - roc_auc: public here
 
 LABEL_PREFIX = "__label__"
 
@@ -44,25 +45,6 @@ class FastTextParams:
         return {**kwargs, **self.extra}
 
 
-def roc_auc(labels: np.ndarray, scores: np.ndarray) -> float:
-    """Area under the ROC curve (Mann-Whitney U with average ranks for ties)."""
-    labels = np.asarray(labels, dtype=bool)
-    pos, neg = labels.sum(), (~labels).sum()
-    if pos == 0 or neg == 0:
-        return float("nan")
-    order = np.argsort(scores, kind="mergesort")
-    ranks = np.empty(len(scores))
-    sorted_scores = np.asarray(scores)[order]
-    i = 0
-    while i < len(scores):  # average ranks over ties
-        j = i
-        while j + 1 < len(scores) and sorted_scores[j + 1] == sorted_scores[i]:
-            j += 1
-        ranks[order[i:j + 1]] = (i + j) / 2 + 1
-        i = j + 1
-    return float((ranks[labels].sum() - pos * (pos + 1) / 2) / (pos * neg))
-
-
 def train(texts: list[str], labels: list[str], out: str | Path, params: FastTextParams | None = None, *,
           positive: str, holdout: float = 0.1) -> dict:
     """Train a classifier, write `out` (.bin) and `out`.json (the model card); returns the card.
@@ -81,10 +63,8 @@ def train(texts: list[str], labels: list[str], out: str | Path, params: FastText
         raise ValueError(f"need at least two labels to train a classifier, got {classes}")
     if positive not in classes:
         raise ValueError(f"positive label {positive!r} is not among the labels {classes}")
-    order = list(range(len(texts)))
-    random.Random(params.seed).shuffle(order)
-    n_test = int(len(order) * holdout)
-    test, train_idx = order[:n_test], order[n_test:]
+    train_idx, test = holdout_split(len(texts), holdout, params.seed)
+    n_test = len(test)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False, encoding="utf-8") as f:
@@ -103,14 +83,7 @@ def train(texts: list[str], labels: list[str], out: str | Path, params: FastText
     if n_test:
         scorer = FastTextScorer(out, positive)
         scores = scorer.predict([texts[i] for i in test])
-        truth = np.array([labels[i] == positive for i in test])
-        predicted = scores >= 0.5
-        tp = int((predicted & truth).sum())
-        card["heldout"] = {
-            "roc_auc": roc_auc(truth, scores),
-            "precision": tp / max(int(predicted.sum()), 1),
-            "recall": tp / max(int(truth.sum()), 1),
-        }
+        card["heldout"] = heldout_metrics(np.array([labels[i] == positive for i in test]), scores)
     Path(f"{out}.json").write_text(json.dumps(card, indent=2))
     return card
 

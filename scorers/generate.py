@@ -25,6 +25,23 @@ Prompt = str | list[dict]
 RETRYABLE = {429, 500, 502, 503, 504}
 
 
+# WRAP's prompts (Maini et al., 2024): the rephrase stage's defaults, here for the GPU benchmark too
+WRAP_SYSTEM = ("A chat between a curious user and an artificial intelligence assistant. "
+               "The assistant gives helpful, detailed, and polite answers to the questions.")
+WRAP_TEMPLATE = "{system} USER: {instruction} {text} ASSISTANT:"
+WRAP_INSTRUCTIONS = {
+    "easy": "For the following paragraph give me a paraphrase of the same using a very small vocabulary and "
+            "extremely simple sentences that a toddler will understand:",
+    "wiki": "For the following paragraph give me a diverse paraphrase of the same in high quality English language "
+            "as in sentences on Wikipedia:",
+    "hard": "For the following paragraph give me a paraphrase of the same using very terse and abstruse language "
+            "that only an erudite scholar will understand. Replace simple words and phrases with rare and complex "
+            "ones:",
+    "qa": "Convert the following paragraph into a conversational format with multiple tags of \"Question:\" "
+          "followed by \"Answer:\":",
+}
+
+
 @dataclass(frozen=True)
 class SamplingParams:
     max_new_tokens: int = 512

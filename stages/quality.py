@@ -10,7 +10,7 @@ import pyarrow as pa
 from pydantic import Field, model_validator
 
 from winnow.schemas.config import Fraction, StageConfig
-from winnow.scorers import ScorerConfig, positive_label
+from winnow.scorers.config import ScorerConfig, positive_label
 from winnow.stages.base import Plot
 from winnow.stages.scoring import ScoreStage
 

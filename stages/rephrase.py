@@ -32,22 +32,10 @@ import pyarrow as pa
 from pydantic import Field, model_validator
 
 from winnow.schemas.config import Fraction, StageConfig, StrictModel
+from winnow.scorers.config import ACTORS_HELP
+from winnow.scorers.generate import WRAP_INSTRUCTIONS, WRAP_SYSTEM, WRAP_TEMPLATE
 from winnow.stages.base import DocumentStage, StageResult
 
-WRAP_SYSTEM = ("A chat between a curious user and an artificial intelligence assistant. "
-               "The assistant gives helpful, detailed, and polite answers to the questions.")
-WRAP_TEMPLATE = "{system} USER: {instruction} {text} ASSISTANT:"
-WRAP_INSTRUCTIONS = {
-    "easy": "For the following paragraph give me a paraphrase of the same using a very small vocabulary and "
-            "extremely simple sentences that a toddler will understand:",
-    "wiki": "For the following paragraph give me a diverse paraphrase of the same in high quality English language "
-            "as in sentences on Wikipedia:",
-    "hard": "For the following paragraph give me a paraphrase of the same using very terse and abstruse language "
-            "that only an erudite scholar will understand. Replace simple words and phrases with rare and complex "
-            "ones:",
-    "qa": "Convert the following paragraph into a conversational format with multiple tags of \"Question:\" "
-          "followed by \"Answer:\":",
-}
 REFUSAL = re.compile(r"^\W*(I'?m sorry|I am sorry|sorry,|I apologi[sz]e|I can ?not|I can'?t|I'?m unable|I am unable|"
                      r"I won'?t|As an AI)", re.IGNORECASE)
 SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
@@ -98,7 +86,8 @@ class RephraseConfig(StageConfig):
                                                            "is rejected (runaway generation)")
     batch_size: int = Field(16, ge=1, description="transformers: prompts per generate call")
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    num_gpus: float = Field(0, ge=0, description="GPUs each shard task asks Ray for")
+    num_gpus: float = Field(0, ge=0, description="GPUs each shard task or model actor asks Ray for")
+    actors: int | None = Field(None, ge=0, description=ACTORS_HELP)
     openai: OpenAIConfig = OpenAIConfig()
 
     @model_validator(mode="after")
@@ -226,6 +215,13 @@ class Rephrase(DocumentStage):
     def gpus(self) -> float:
         return self.config.num_gpus if self.config.backend != "openai" else 0
 
+    def configured_actors(self) -> int | None:
+        return self.config.actors if self.config.backend != "openai" else 0  # a server holds the model
+
+    def generate(self, prompts: list, params) -> list:
+        """The backend's generations of `prompts` (run where the model is: see `submit_to_models`)."""
+        return self.models.backend.generate(prompts, params)
+
     def setup(self) -> "_Models":
         return _Models(self.config)
 
@@ -274,10 +270,9 @@ class Rephrase(DocumentStage):
         cfg = self.config
         mix = mix or TokenMix(cfg)
         jobs = self.plan(table, mix=mix) if jobs is None else jobs
-        backend = self.models.backend
         prompts = [render_prompt(cfg, style, chunk) for _, style, chunks in jobs for chunk in chunks]
         params = SamplingParams(cfg.max_new_tokens, cfg.temperature, cfg.top_p, cfg.seed)
-        generations = iter(backend.generate(prompts, params) if prompts else [])
+        generations = iter(self.submit_to_models("generate", prompts, params)() if prompts else [])
 
         originals = table.append_column(SYNTHETIC_COLUMNS[0], pa.nulls(table.num_rows, pa.string()))
         originals = originals.append_column(SYNTHETIC_COLUMNS[1], pa.nulls(table.num_rows, pa.string()))
@@ -290,7 +285,7 @@ class Rephrase(DocumentStage):
                 if issue and problem is None:
                     problem = (issue[0], f"style {style}, chunk {k + 1}/{len(chunks)}: {issue[1]}")
                 outputs.append((generation.text or "").strip())
-            synthetic = self._synthetic_row(originals, row, style, outputs, backend)
+            synthetic = self._synthetic_row(originals, row, style, outputs)
             if problem is None:
                 ok.append(synthetic)
             else:
@@ -341,11 +336,11 @@ class Rephrase(DocumentStage):
             f"(max_new_tokens per prompt)")
         return totals
 
-    def _synthetic_row(self, originals: pa.Table, row: int, style: str, outputs: list[str], backend) -> pa.Table:
+    def _synthetic_row(self, originals: pa.Table, row: int, style: str, outputs: list[str]) -> pa.Table:
         source = originals.slice(row, 1)
         doc_id = source.column("id")[0].as_py()
         meta = _meta(source.column("meta")[0].as_py())
-        meta["rephrase"] = {"backend": backend.name, "model": backend.model_name, "style": style,
+        meta["rephrase"] = {"backend": self.config.backend, "model": self.config.model, "style": style,
                             "chunks": len(outputs)}
         values = {"id": f"{doc_id}~{style}", "text": "\n\n".join(outputs), "meta": json.dumps(meta),
                   "rephrase_of": doc_id, "rephrase_style": style}

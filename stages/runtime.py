@@ -36,6 +36,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColum
 from rich.text import Text
 
 from winnow.schemas.manifest import FileEntry, ShardEntry, StageManifest
+from winnow.stages.actors import model_pools
 from winnow.stages.base import DECISION_SCHEMA, GlobalStage, Stage
 from winnow.storage.fs import Location, StorageError
 from winnow.storage.manifest import (
@@ -380,12 +381,13 @@ def _tap(step: Step, tally: _Tally, shard: str, results: Iterator, empty: bool =
 
 
 def task_resources(*stages: Stage) -> dict:
-    """What one task running these stages asks Ray for (the most GPUs any of them needs), without GPUs
-    when the cluster has none (CPU fallback)."""
-    gpus = max(stage.gpus() for stage in stages)
+    """What one task running these stages asks Ray for (the most GPUs any of them needs, stages served by
+    model actors aside), without GPUs when the cluster has none (CPU fallback)."""
+    in_tasks = [stage for stage in stages if not stage.pool]  # a pool's actors hold their own GPUs
+    gpus = max((stage.gpus() for stage in in_tasks), default=0)
     if gpus and not ray.cluster_resources().get("GPU"):
         logging.getLogger("winnow").warning("stage(s) %s ask for GPUs but the Ray cluster has none: running on CPU",
-                                            ", ".join(s.name for s in stages if s.gpus()))
+                                            ", ".join(s.name for s in in_tasks if s.gpus()))
         gpus = 0
     return {"num_cpus": 1, "num_gpus": gpus} if gpus else {"num_cpus": 1}
 
@@ -398,22 +400,24 @@ def _run_segment_tasks(segment: list[Step], shards: list[Shard], todo: list[Shar
     maps = next_stage is not None and next_stage.kind == "global" and next_stage.mapper(0, partitions) is not None
     outputs = next_stage.map_outputs(partitions) + 1 if maps else 0
     stages = [step.stage for step in segment] + ([next_stage] if maps else [])
-    segment_ref = ray.put(segment)
-    next_ref = ray.put(next_stage) if maps else None
-    task = ray.remote(_segment_task).options(num_returns=1 + outputs, max_retries=options.max_retries,
-                                             retry_exceptions=RETRIED, **task_resources(*stages))
+    with model_pools(stages if todo else [], options.run_id):
+        segment_ref = ray.put(segment)
+        next_ref = ray.put(next_stage) if maps else None
+        task = ray.remote(_segment_task).options(num_returns=1 + outputs, max_retries=options.max_retries,
+                                                 retry_exceptions=RETRIED, **task_resources(*stages))
 
-    def submit(shard: Shard):
-        parts = [decisions[shard.name] for _, decisions in pending]
-        flat = [ref for refs in parts for ref in refs]
-        refs = task.remote(segment_ref, shard, index[shard.name], options.run_id, options.batch_size,
-                           [len(p) for p in parts], next_ref, partitions, *flat)
-        refs = refs if isinstance(refs, list) else [refs]
-        return refs[0], refs[1:]
+        def submit(shard: Shard):
+            parts = [decisions[shard.name] for _, decisions in pending]
+            flat = [ref for refs in parts for ref in refs]
+            refs = task.remote(segment_ref, shard, index[shard.name], options.run_id, options.batch_size,
+                               [len(p) for p in parts], next_ref, partitions, *flat)
+            refs = refs if isinstance(refs, list) else [refs]
+            return refs[0], refs[1:]
 
-    for _, entries, refs in _bounded("+".join(step.name for step in segment), todo, submit, options.in_flight()):
-        advance(entries[0].rows_in)
-        yield entries, refs
+        for _, entries, refs in _bounded("+".join(step.name for step in segment), todo, submit,
+                                         options.in_flight()):
+            advance(entries[0].rows_in)
+            yield entries, refs
 
 
 def _segment_task(segment, shard, shard_index, run_id, batch_size, sizes, next_stage, partitions, *flat):
@@ -542,9 +546,10 @@ def map_phase(stage: GlobalStage, shards: list[Shard], options: RuntimeOptions, 
     """The stage's mapper over every shard: its outputs per shard and their figures. Shards whose map
     ran on the way (`mapped`, by shard name) are not read again."""
     mapped = mapped or {}
-    parts, figures = map_shards(stage.name, shards, _map_task, stage.map_outputs(partitions), options,
-                                ray.put(stage), options.batch_size, partitions, skip=set(mapped),
-                                resources=task_resources(stage))
+    with model_pools([stage] if len(mapped) < len(shards) else [], options.run_id):
+        parts, figures = map_shards(stage.name, shards, _map_task, stage.map_outputs(partitions), options,
+                                    ray.put(stage), options.batch_size, partitions, skip=set(mapped),
+                                    resources=task_resources(stage))
     names = [s.name for s in shards]
     reused = [i for i, name in enumerate(names) if name in mapped]
     for i, figure in zip(reused, get_phase(stage.name, "map", [mapped[names[i]][-1] for i in reused]), strict=True):

@@ -9,12 +9,13 @@ when the shard is written, so the model runs once per document.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Iterator
 
 import numpy as np
 import pyarrow as pa
 
-from winnow.scorers import load_scorer
+from winnow.scorers.config import load_scorer
 from winnow.stages.base import GlobalStage, Mapper, StageResult
 from winnow.stages.selection import Cutoff, exact_share, find_cutoff, key_table, ray_runner, target_weight
 
@@ -30,11 +31,18 @@ class ScoreStage(GlobalStage):
     def gpus(self) -> float:
         return self.config.scorer.num_gpus
 
+    def configured_actors(self) -> int | None:
+        return self.config.scorer.actors
+
     def setup(self):
         return load_scorer(self.config.scorer)
 
     # -- scoring
     def score(self, texts: list[str]) -> dict[str, np.ndarray]:
+        """Score columns of `texts`, computed where the stage's models are (here or a model actor)."""
+        return self.submit_to_models("score_here", texts)()
+
+    def score_here(self, texts: list[str]) -> dict[str, np.ndarray]:
         scorer = self.models
         out: dict[str, list] = {}
         step = self.config.scorer.batch_size
@@ -88,6 +96,9 @@ class ScoreStage(GlobalStage):
 
     # -- execution
     def process_tables(self, tables, decisions: pa.Table | None = None, **context) -> Iterator[StageResult]:
+        if decisions is None and self.pool:
+            yield from self._score_ahead(tables)
+            return
         offset = 0
         shard_keep = self.shard_keep(decisions) if decisions is not None else None
         for table in tables:
@@ -99,6 +110,19 @@ class ScoreStage(GlobalStage):
                     keep = shard_keep[offset: offset + table.num_rows]
             offset += table.num_rows
             yield self.apply(table, scores, keep)
+
+    def _score_ahead(self, tables, ahead: int = 2) -> Iterator[StageResult]:
+        """Tables scored by the model actors, the next `ahead` submitted before the oldest is waited for,
+        so the stages before this one and the actors work at the same time; results in table order."""
+        waiting: deque = deque()
+        for table in tables:
+            waiting.append((table, self.submit_to_models("score_here", table.column("text").to_pylist())))
+            if len(waiting) > ahead:
+                table, scores = waiting.popleft()
+                yield self.apply(table, scores())
+        while waiting:
+            table, scores = waiting.popleft()
+            yield self.apply(table, scores())
 
     def mapper(self, shard_index: int, partitions: int) -> "ScoreMapper":
         return ScoreMapper(self)

@@ -10,7 +10,7 @@ import pyarrow as pa
 from pydantic import Field
 
 from winnow.schemas.config import Fraction, StageConfig
-from winnow.scorers import ScorerConfig
+from winnow.scorers.config import ScorerConfig
 from winnow.stages.base import Plot
 from winnow.stages.scoring import ScoreStage
 

