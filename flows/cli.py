@@ -1,4 +1,4 @@
-"""The `winnow` command line: run, demo, validate, report, deploy, serve, train."""
+"""The `winnow` command line: run, demo, validate, report, inspect, deploy, serve, train."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import logging
 import os
 import random
 import sys
-from pathlib import Path
+import time
 
 # Prefect reads these at import; keep its telemetry off unless the user decided otherwise.
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
@@ -22,22 +22,34 @@ from rich.table import Table  # noqa: E402
 console = Console(stderr=False)
 
 
-def _print_summary(summary: dict) -> None:
+def what_it_did(c: dict) -> str:
+    """One stage's work in a phrase: what it made, its top reasons for dropping, its counters."""
     from winnow.flows.report import describe_counters
+
+    if c["skipped"]:
+        return "skipped (complete)"
+    parts = [f"made {c['rows_added']:,}"] if c.get("rows_added") else []
+    reasons = sorted(c["rejected_by_reason"].items(), key=lambda kv: -kv[1])
+    if reasons:
+        shown = ", ".join(f"{r} {n:,}" for r, n in reasons[:3])
+        parts.append(f"dropped {shown}" + (f" (+{len(reasons) - 3} more reasons)" if len(reasons) > 3 else ""))
+    if c.get("counters"):
+        parts.append(describe_counters(c["counters"]))
+    return "; ".join(parts) or "passed every document on"
+
+
+def _print_summary(summary: dict) -> None:
     from winnow.stages import STAGES
 
-    table = Table(title="winnow run", show_lines=False)
-    for col, justify in [("stage", "left"), ("in", "right"), ("kept", "right"), ("rejected", "right"),
-                         ("rejected by reason", "left"), ("", "left")]:
-        table.add_column(col, justify=justify)
+    table = Table(title="winnow run")
+    for col, justify, width in [("stage", "left", 12), ("in", "right", 9), ("kept", "right", 9),
+                                ("dropped", "right", 9), ("seconds", "right", 7), ("what it did", "left", 20)]:
+        table.add_column(col, justify=justify, no_wrap=True, min_width=width, overflow="ellipsis")
     for name, c in summary["stages"].items():
-        reasons = ", ".join(f"{r} {n}" for r, n in sorted(c["rejected_by_reason"].items(), key=lambda kv: -kv[1]))
-        added = f" + {c['rows_added']:,} made" if c.get("rows_added") else ""  # split parts, synthetic rows
-        notes = ["skipped (complete)"] if c["skipped"] else []
-        notes += [describe_counters(c["counters"])] if c.get("counters") else []
-        table.add_row(name, f"{c['rows_in']:,}{added}", f"{c['rows_out']:,}", f"{c['rows_rejected']:,}", reasons or "-",
-                      "; ".join(notes))
-    console.print(table)
+        table.add_row(name, f"{c['rows_in']:,}", f"{c['rows_out']:,}", f"{c['rows_rejected']:,}",
+                      f"{c.get('seconds', 0):.1f}", what_it_did(c))
+    # one line per stage, in a log as on a terminal (where a narrow one wraps the lines)
+    Console(width=max(console.width, 150)).print(table)
     for name, c in summary["stages"].items():
         said = STAGES[name].summary(summary["output"], c.get("extra") or {}) if name in STAGES else None
         if said:
@@ -71,27 +83,42 @@ def _print_dry_run(plan: dict | None) -> None:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from winnow.flows.curate import curate
-    from winnow.flows.demo import demo_config, demo_generator, demo_tokenizer, write_demo_corpus
-    from winnow.stages.langid import default_lid_model
+    from winnow.flows.demo import run_demo
 
-    out = Path(args.out).resolve()
-    input_dir = out / "input"
-    paths = write_demo_corpus(input_dir, seed=args.seed)
-    console.print(f"demo corpus: {len(paths)} shards in {input_dir}")
-    tokenizer = demo_tokenizer(out / "models" / "bpe", seed=args.seed)
-    try:
-        default_lid_model()
-        langid = True
-    except FileNotFoundError as err:
-        console.print(f"[yellow]skipping langid:[/] {err}")
-        langid = False
-    generator = demo_generator(out / "models" / "generator", tokenizer, seed=args.seed)
-    console.print(f"rephrase generator: a tiny random GPT-2 at {generator} (a stand-in: its synthetic text is noise; "
-                  "point `model:` at a real instruction-tuned model)")
-    summary = curate(demo_config(str(input_dir), str(out), tokenizer, langid, generator),
-                     ray_address=args.ray_address, restart=True)
+    start = time.perf_counter()
+    summary = run_demo(args.out, seed=args.seed, ray_address=args.ray_address, log=console.print)
     _print_summary(summary)
+    total, prepared = time.perf_counter() - start, summary["prepare_seconds"]
+    console.print(f"demo: {total:.0f} s ({prepared:.0f} s corpus and models, {total - prepared:.0f} s the run); "
+                  f"look around with `winnow inspect {args.out}` and open {summary.get('report')}")
+    return 0
+
+
+def _inspect(args: argparse.Namespace) -> int:
+    from winnow.flows.inspect import describe, kept_samples, rejected_samples, run_stages, trace
+    from winnow.storage.fs import resolve
+
+    out = resolve(args.output)
+    say = lambda line: console.print(line, markup=False, highlight=False, soft_wrap=True)  # noqa: E731
+    if args.doc_id:
+        steps, doc = trace(out, args.doc_id)
+        if doc is None:
+            raise ValueError(f"no document {args.doc_id!r} in the run at {out.uri}")
+        say(f"{doc.id} (source {doc.source})")
+        for step in steps:
+            say(f"  {step.stage:<14} {step.outcome:<8} {step.detail}".rstrip())
+        say(f"  annotations: {describe(doc.annotations) or '-'}")
+        say(f"  text: {doc.snippet}")
+        return 0
+    stages = [args.stage] if args.stage else run_stages(out)
+    for stage in stages:
+        samples = kept_samples(out, stage, args.n) if args.kept else rejected_samples(out, stage, args.reason, args.n)
+        say(f"== {stage}: {'kept' if args.kept else 'dropped'}{f' ({args.reason})' if args.reason else ''}, "
+            f"{len(samples)} shown")
+        for sample in samples:
+            decided = sample.detail if sample.reason else describe(sample.annotations)
+            say(f"  [{sample.reason or 'kept'}] {sample.id} ({sample.source}) {decided or ''}".rstrip())
+            say(f"      {sample.snippet}")
     return 0
 
 
@@ -320,6 +347,16 @@ def build_parser() -> argparse.ArgumentParser:
     report = sub.add_parser("report", help="write OUT/report.html for a run's output (also done by every run)")
     report.add_argument("output", help="the run's output directory or s3:// URI")
     report.set_defaults(func=_report)
+
+    inspect = sub.add_parser("inspect", help="sample documents a run kept or dropped, or trace one document")
+    inspect.add_argument("output", help="the run's output directory or s3:// URI")
+    inspect.add_argument("--stage", help="only this stage (default: every stage)")
+    inspect.add_argument("--reason", help="only documents dropped for this reason (as in the report's funnel)")
+    inspect.add_argument("--kept", action="store_true", help="documents the stage kept, instead of dropped ones")
+    inspect.add_argument("-n", type=int, default=3, help="documents per reason, or kept ones (default 3)")
+    inspect.add_argument("--id", dest="doc_id", help="one document's path through the stages: where it was "
+                         "dropped and why, or what each stage found")
+    inspect.set_defaults(func=_inspect)
 
     deploy = sub.add_parser("deploy", help="create a scheduled Prefect deployment of a config")
     deploy.add_argument("config", help="run config (YAML); its content is stored in the deployment")

@@ -74,6 +74,7 @@ def stage_counts(step: Step, manifest, skipped: bool) -> dict[str, Any]:
         "stage": step.name, "kind": manifest.kind, "shards": len(manifest.shards), "rows_in": manifest.rows_in,
         "rows_out": manifest.rows_out, "rows_rejected": manifest.rows_rejected, "rows_added": manifest.rows_added,
         "rejected_by_reason": manifest.rejected_by_reason, "counters": manifest.counters,
+        "kept_by_source": manifest.kept_by_source,
         "seconds": manifest.seconds, "skipped": skipped, "output": step.dir.uri, "kept": manifest.kept,
         **({"extra": manifest.extra} if manifest.extra else {}),
     }

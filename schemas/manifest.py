@@ -29,6 +29,7 @@ class ShardEntry(BaseModel):
     rows_added: int = 0
     rejected_by_reason: dict[str, int] = Field(default_factory=dict)
     counters: dict[str, int] = Field(default_factory=dict)  # stage-specific counts (e.g. tokens made)
+    kept_by_source: dict[str, int] = Field(default_factory=dict)  # rows kept, by their `source` column
     output: FileEntry | None  # None: the kept rows flowed on to the next stage of the segment, or were unchanged
     rejects: FileEntry | None = None
     run_id: str
@@ -56,6 +57,7 @@ class StageManifest(BaseModel):
     rows_added: int
     rejected_by_reason: dict[str, int]
     counters: dict[str, int] = Field(default_factory=dict)  # the shards' counters, summed
+    kept_by_source: dict[str, int] = Field(default_factory=dict)  # the shards' kept rows by source, summed
     bytes_out: int
     seconds: float
     shards: list[ShardEntry]
@@ -74,18 +76,20 @@ class StageManifest(BaseModel):
 
         reasons: dict[str, int] = {}
         counters: dict[str, int] = {}
+        sources: dict[str, int] = {}
         for entry in shards:
             entry.check_counts(stage)
-            for reason, n in entry.rejected_by_reason.items():
-                reasons[reason] = reasons.get(reason, 0) + n
-            for name, n in entry.counters.items():
-                counters[name] = counters.get(name, 0) + n
+            for total, part in ((reasons, entry.rejected_by_reason), (counters, entry.counters),
+                                (sources, entry.kept_by_source)):
+                for name, n in part.items():
+                    total[name] = total.get(name, 0) + n
         manifest = cls(
             stage=stage, kind=kind, config_hash=config_hash, winnow_version=__version__,
             schema_version=SCHEMA_VERSION,
             rows_in=sum(s.rows_in for s in shards), rows_out=sum(s.rows_out for s in shards),
             rows_rejected=sum(s.rows_rejected for s in shards), rows_added=sum(s.rows_added for s in shards),
             rejected_by_reason=dict(sorted(reasons.items())), counters=dict(sorted(counters.items())),
+            kept_by_source=dict(sorted(sources.items())),
             bytes_out=sum(s.output.bytes for s in shards if s.output), seconds=round(seconds, 3),
             shards=sorted(shards, key=lambda s: s.shard), extra=extra or {}, kept=kept,
             next_stage=next_stage,

@@ -177,7 +177,7 @@ def train_classifier(texts: list[str], labels: list, out: str | Path, init: str 
             optimizer.step()
             schedule.step()
             optimizer.zero_grad()
-            total += float(loss) * len(rows)
+            total += loss.item() * len(rows)
         log.info("epoch %d/%d: training loss %.4f", epoch + 1, epochs, total / max(len(order), 1))
 
     if regression:

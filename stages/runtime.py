@@ -31,6 +31,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import ray
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn, TimeElapsedColumn
 from rich.text import Text
@@ -262,11 +263,23 @@ def _outputs(segment: list[Step], shards: list[Shard], modes: list[str]) -> list
     return [Shard(s.name, segment[-1].dir.join(f"{s.name}.parquet")) for s in shards]
 
 
+def count_sources(table: pa.Table, counts: dict[str, int]) -> dict[str, int]:
+    """Add the table's rows by their `source` to `counts` (for the report's per-source funnel)."""
+    if "source" in table.schema.names:
+        for item in pc.value_counts(table.column("source")).to_pylist():
+            counts[item["values"]] = counts.get(item["values"], 0) + item["counts"]
+    return counts
+
+
 def _unchanged_entry(shard: Shard, step: Step, run_id: str) -> ShardEntry:
-    """The ledger entry of a pass-through stage for a shard it leaves as it is (nothing is read)."""
+    """The ledger entry of a pass-through stage for a shard it leaves as it is (only its sources are read)."""
     rows = parquet_rows(shard.source)
+    sources: dict[str, int] = {}
+    for table in shard_tables(shard, 65_536, columns=["source"]):
+        count_sources(table, sources)
     entry = ShardEntry(shard=shard.name, input=shard.source.uri, config_hash=step.config_hash, rows_in=rows,
-                       rows_out=rows, rows_rejected=0, output=None, run_id=run_id, seconds=0.0)
+                       rows_out=rows, rows_rejected=0, kept_by_source=dict(sorted(sources.items())), output=None,
+                       run_id=run_id, seconds=0.0)
     write_ledger_entry(step.dir, entry)
     return entry
 
@@ -293,6 +306,7 @@ class _Tally:
     busy: float = 0.0  # seconds inside the stage's stream, the stages before it included
     reasons: dict = field(default_factory=dict)
     counters: dict = field(default_factory=dict)
+    sources: dict = field(default_factory=dict)  # kept rows by source
     rejects: ShardWriter | None = None
 
 
@@ -338,6 +352,7 @@ def process_segment(segment: list[Step], shard: Shard, run_id: str, batch_size: 
             rows_out=output["rows"] if last else tally.rows_in + tally.rows_added - rows_rejected,
             rows_rejected=rows_rejected, rows_added=tally.rows_added,
             rejected_by_reason=dict(sorted(tally.reasons.items())), counters=dict(sorted(tally.counters.items())),
+            kept_by_source=dict(sorted(tally.sources.items())),
             output=FileEntry(path=f"{shard.name}.parquet", **output) if last else None,
             rejects=FileEntry(path=f"rejects/{shard.name}.parquet", **rej) if rej else None,
             run_id=run_id, seconds=round(seconds, 3),
@@ -371,6 +386,8 @@ def _tap(step: Step, tally: _Tally, shard: str, results: Iterator, empty: bool =
                 tally.rejects.write(result.rejects)
                 for reason in result.rejects.column("reject_reason").to_pylist():
                     tally.reasons[reason] = tally.reasons.get(reason, 0) + 1
+            if result.kept.num_rows:
+                count_sources(result.kept, tally.sources)
             tally.busy += time.perf_counter() - started
             if result.kept.num_rows or empty:
                 yield result.kept

@@ -44,6 +44,16 @@ def prefect_api():
         yield
 
 
+@pytest.fixture(scope="session")
+def mission_demo(tmp_path_factory, ray_local, prefect_api):
+    """`winnow demo` (every stage family, its models trained from its own generator) on a smaller corpus:
+    (summary, output directory). Shared by the report, inspect and demo tests."""
+    from winnow.flows.demo import run_demo
+
+    out = tmp_path_factory.mktemp("demo") / "out"
+    return run_demo(out, seed=2, docs_per_shard=150, log=lambda line: None), out
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

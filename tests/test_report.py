@@ -3,16 +3,16 @@ it renders in headless Chromium without console errors."""
 
 from __future__ import annotations
 
+import html
 import json
+import os
 import shutil
 import subprocess
 import sys
 from html.parser import HTMLParser
 
+import pyarrow.parquet as pq
 import pytest
-
-from winnow.flows.curate import curate
-from winnow.flows.demo import demo_config, demo_tokenizer, write_demo_corpus
 
 pytestmark = pytest.mark.usefixtures("ray_local", "prefect_api")
 
@@ -44,19 +44,9 @@ class FunnelParser(HTMLParser):
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    from winnow.stages.langid import default_lid_model
-
-    root = tmp_path_factory.mktemp("report")
-    write_demo_corpus(root / "input", seed=2, docs_per_shard=150)
-    tokenizer = demo_tokenizer(root / "bpe", seed=2)
-    try:
-        default_lid_model()
-        langid = True
-    except FileNotFoundError:
-        langid = False
-    summary = curate(demo_config(str(root / "input"), str(root / "out"), tokenizer, langid))
-    return summary, root / "out", langid
+def run(mission_demo):
+    summary, out = mission_demo
+    return summary, out, "langid" in summary["stages"]
 
 
 def test_every_stage_appears_with_its_counts(run):
@@ -78,6 +68,27 @@ def test_every_stage_appears_with_its_counts(run):
     if langid:
         assert "langid: lang_score" in page and "threshold 0.65" in page  # the threshold drawn on its histogram
     assert "<script" not in page  # self-contained, nothing to execute
+    for name, column, mark in [("quality", "quality_score", "threshold 0.5"),
+                               ("toxicity", "toxicity_score", "toxic 0.5"), ("preselect", "preselect_score", "cut-off"),
+                               ("color_filter", "color_score", "cut-off")]:
+        chart = page.split(f"<title>{name}: {column}</title>")[1].split("</svg>")[0]
+        assert mark in chart, name  # every score's histogram with its threshold or corpus-wide cut-off drawn
+
+
+def test_samples_and_sources_say_what_each_stage_did(run):
+    summary, out, _ = run
+    page = (out / "report.html").read_text()
+    for name, counts in summary["stages"].items():
+        section = page.split(f'id="samples-{name}"')[1].split("</section>")[0]
+        for reason in counts["rejected_by_reason"]:
+            assert f"<td>{reason}</td>" in section, (name, reason)  # a sample per reason
+        assert ("<td>kept</td>" in section) == (counts["rows_out"] > 0), name
+    exact = pq.read_table(out / "exact_dedup" / "rejects").to_pylist()[0]
+    assert html.escape(exact["reject_detail"]) in page  # the survivor it duplicates
+    sources = page.split('id="sources"')[1].split("</table>")[0]
+    for name, counts in summary["stages"].items():  # per source, the counts add up to the stage's kept
+        assert sum(counts["kept_by_source"].values()) == counts["rows_out"], name
+    assert all(f"<td>{source}</td>" in sources for source in summary["stages"]["ingest"]["kept_by_source"])
 
 
 def test_report_command_rebuilds_the_same_funnel(run, tmp_path):
@@ -112,3 +123,6 @@ def test_report_renders_in_headless_chromium_without_console_errors(run, tmp_pat
     parser = FunnelParser()
     parser.feed(dom)
     assert list(parser.rows) == list(run[0]["stages"])
+    assert all(f'id="samples-{name}"' in dom for name in run[0]["stages"])  # a sample section per stage
+    if os.environ.get("WINNOW_SCREENSHOT"):  # the README's docs/report.png is made from this render
+        shutil.copy(tmp_path / "report.png", os.environ["WINNOW_SCREENSHOT"])

@@ -1,0 +1,143 @@
+"""`winnow inspect`: sample documents from a run's outputs, and one document's path through the stages.
+
+Everything is read from what the run wrote (manifests, rejects shards, the files holding each
+stage's kept rows; local or S3), a column at a time where only ids are needed, so inspecting a
+large run reads ids and the few rows shown, not the corpus.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from winnow.schemas.documents import DOCUMENT_SCHEMA, REJECT_COLUMNS
+from winnow.storage.fs import Location
+from winnow.storage.manifest import kept_files, read_manifest
+
+SNIPPET = 160  # characters of text shown per document
+NOT_ANNOTATIONS = set(DOCUMENT_SCHEMA.names) | {f.name for f in REJECT_COLUMNS}
+
+
+def snippet(text: str | None, width: int = SNIPPET) -> str:
+    """The text on one line, cut at `width` characters."""
+    flat = " ".join((text or "").split())
+    return flat if len(flat) <= width else flat[: width - 1] + "…"
+
+
+def run_stages(out: Location) -> list[str]:
+    """The run's stages in order (from `_run.json`; for a run that has not finished, from the manifests)."""
+    run_file = out.join("_run.json")
+    if run_file.exists():
+        return list(json.loads(run_file.read_bytes())["stages"])
+    names = [loc.path.rsplit("/", 2)[-2] for loc in out.list_files("*/_manifest.json")]
+    if not names:
+        raise FileNotFoundError(f"no winnow run at {out.uri}: no _run.json and no stage manifests")
+    return sorted(names)
+
+
+def rejects_files(out: Location, stage: str) -> list[Location]:
+    manifest = read_manifest(out.join(stage))
+    if manifest is None:
+        raise FileNotFoundError(f"stage {stage!r} has no manifest under {out.uri} (stages: {run_stages(out)})")
+    return [out.join(stage, e.rejects.path) for e in manifest.shards if e.rejects]
+
+
+def _read(loc: Location, where: pa.Expression | None = None, limit: int | None = None) -> pa.Table:
+    """Rows of one Parquet file matching `where`, reading the filter's columns first and the rest only
+    for the row groups that match."""
+    with loc.open_read() as f:
+        pf = pq.ParquetFile(f)
+        tables, n = [], 0
+        for group in range(pf.num_row_groups):
+            table = pf.read_row_group(group)
+            if where is not None:
+                table = table.filter(where)
+            tables.append(table)
+            n += table.num_rows
+            if limit is not None and n >= limit:
+                break
+    return pa.concat_tables(tables, promote_options="permissive") if tables else pa.table({})
+
+
+@dataclass
+class Sample:
+    stage: str
+    id: str
+    source: str
+    snippet: str
+    reason: str | None = None
+    detail: str | None = None
+    annotations: dict = field(default_factory=dict)
+
+
+def _samples(stage: str, table: pa.Table) -> Iterator[Sample]:
+    """Rows as samples; their annotations are the scalar columns stages added (scores, clusters,
+    languages), which say what decided (token id lists and the like are left out)."""
+    scalar = [f.name for f in table.schema if f.name not in NOT_ANNOTATIONS
+              and not (pa.types.is_nested(f.type) or pa.types.is_binary(f.type))]
+    for row in table.to_pylist():
+        yield Sample(stage, row["id"], row.get("source") or "", snippet(row.get("text")), row.get("reject_reason"),
+                     row.get("reject_detail"), {k: row[k] for k in scalar if row[k] is not None})
+
+
+def rejected_samples(out: Location, stage: str, reason: str | None = None, n: int = 3) -> list[Sample]:
+    """Up to `n` documents the stage dropped for each of its reasons (or for `reason` only), in shard order."""
+    found: dict[str, list[Sample]] = {}
+    where = pc.field("reject_reason") == reason if reason else None
+    for loc in rejects_files(out, stage):
+        for sample in _samples(stage, _read(loc, where)):
+            if len(found.setdefault(sample.reason, [])) < n:
+                found[sample.reason].append(sample)
+    return [s for reason_samples in found.values() for s in reason_samples]
+
+
+def kept_samples(out: Location, stage: str, n: int = 3) -> list[Sample]:
+    """Up to `n` documents the stage kept (read where they ended: a later stage's output or rejects)."""
+    samples: list[Sample] = []
+    for loc in kept_files(out, stage):
+        table = _read(loc, limit=n - len(samples))
+        table = table.drop_columns([c for c in ("reject_stage", "reject_reason", "reject_detail")
+                                    if c in table.schema.names])
+        samples += list(_samples(stage, table))[: n - len(samples)]
+        if len(samples) >= n:
+            break
+    return samples
+
+
+def describe(annotations: dict) -> str:
+    """Annotations as `name=value`, floats to four significant digits."""
+    return ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in annotations.items())
+
+
+@dataclass
+class Step:
+    """What one stage did with a document."""
+    stage: str
+    outcome: str  # "kept", "dropped", "not seen" (dropped earlier)
+    detail: str = ""
+
+
+def trace(out: Location, doc_id: str) -> tuple[list[Step], Sample | None]:
+    """A document's path through the run's stages: kept by each until the one that dropped it (with its
+    reason and detail: the rule, the score against its cut-off, the survivor of its duplicate cluster).
+    Returns the steps and the document as last seen (None when no stage saw it)."""
+    where = pc.field("id") == doc_id
+    steps: list[Step] = []
+    for stage in run_stages(out):
+        for loc in rejects_files(out, stage):
+            hit = _read(loc, where)
+            if hit.num_rows:
+                sample = next(_samples(stage, hit.slice(0, 1)))
+                steps.append(Step(stage, "dropped", f"{sample.reason}: {sample.detail or ''}".rstrip(": ")))
+                return steps, sample
+        steps.append(Step(stage, "kept"))
+    for loc in kept_files(out, steps[-1].stage) if steps else []:
+        hit = _read(loc, where)
+        if hit.num_rows:  # kept to the end; its annotations say what each stage found (scores, its cluster)
+            return steps, next(_samples(steps[-1].stage, hit.slice(0, 1)))
+    return [], None
