@@ -195,7 +195,8 @@ def _records(rng: random.Random, shard: int, n: int, pool: list[str]) -> list[di
             pool.append(text)
         records.append({"text": text, "url": f"https://example-{shard}.test/{i}", "lang": "en",
                         "crawl": "demo-2026"})
-    records.append({"text": article(rng) * 400, "url": f"https://example-{shard}.test/huge"})  # > 1 MB
+    text = article(rng)
+    records.append({"text": text * (1_100_000 // len(text) + 1), "url": f"https://example-{shard}.test/huge"})  # > 1 MB
     records.append({"text": "\n".join(article(rng) for _ in range(12)), "url": f"https://example-{shard}.test/long"})
     return records
 

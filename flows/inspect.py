@@ -47,16 +47,20 @@ def rejects_files(out: Location, stage: str) -> list[Location]:
     return [out.join(stage, e.rejects.path) for e in manifest.shards if e.rejects]
 
 
-def _read(loc: Location, where: pa.Expression | None = None, limit: int | None = None) -> pa.Table:
-    """Rows of one Parquet file matching `where`, reading the filter's columns first and the rest only
-    for the row groups that match."""
+def _read(loc: Location, column: str | None = None, value: str | None = None, limit: int | None = None) -> pa.Table:
+    """Rows of one Parquet file (those whose `column` equals `value`, when given; at most about `limit`):
+    the column alone is read first, the other columns only of row groups holding a match."""
     with loc.open_read() as f:
         pf = pq.ParquetFile(f)
         tables, n = [], 0
         for group in range(pf.num_row_groups):
-            table = pf.read_row_group(group)
-            if where is not None:
-                table = table.filter(where)
+            if column is not None:
+                mask = pc.equal(pf.read_row_group(group, columns=[column]).column(column), value)
+                if not pc.any(mask).as_py():
+                    continue
+                table = pf.read_row_group(group).filter(mask)
+            else:
+                table = pf.read_row_group(group)
             tables.append(table)
             n += table.num_rows
             if limit is not None and n >= limit:
@@ -88,9 +92,8 @@ def _samples(stage: str, table: pa.Table) -> Iterator[Sample]:
 def rejected_samples(out: Location, stage: str, reason: str | None = None, n: int = 3) -> list[Sample]:
     """Up to `n` documents the stage dropped for each of its reasons (or for `reason` only), in shard order."""
     found: dict[str, list[Sample]] = {}
-    where = pc.field("reject_reason") == reason if reason else None
     for loc in rejects_files(out, stage):
-        for sample in _samples(stage, _read(loc, where)):
+        for sample in _samples(stage, _read(loc, "reject_reason", reason) if reason else _read(loc)):
             if len(found.setdefault(sample.reason, [])) < n:
                 found[sample.reason].append(sample)
     return [s for reason_samples in found.values() for s in reason_samples]
@@ -126,18 +129,17 @@ def trace(out: Location, doc_id: str) -> tuple[list[Step], Sample | None]:
     """A document's path through the run's stages: kept by each until the one that dropped it (with its
     reason and detail: the rule, the score against its cut-off, the survivor of its duplicate cluster).
     Returns the steps and the document as last seen (None when no stage saw it)."""
-    where = pc.field("id") == doc_id
     steps: list[Step] = []
     for stage in run_stages(out):
         for loc in rejects_files(out, stage):
-            hit = _read(loc, where)
+            hit = _read(loc, "id", doc_id)
             if hit.num_rows:
                 sample = next(_samples(stage, hit.slice(0, 1)))
                 steps.append(Step(stage, "dropped", f"{sample.reason}: {sample.detail or ''}".rstrip(": ")))
                 return steps, sample
         steps.append(Step(stage, "kept"))
     for loc in kept_files(out, steps[-1].stage) if steps else []:
-        hit = _read(loc, where)
+        hit = _read(loc, "id", doc_id)
         if hit.num_rows:  # kept to the end; its annotations say what each stage found (scores, its cluster)
             return steps, next(_samples(steps[-1].stage, hit.slice(0, 1)))
     return [], None

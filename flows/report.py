@@ -209,7 +209,7 @@ def _per_source(stages: dict[str, dict]) -> str:
 def _sample_rows(samples: list[Sample]) -> str:
     return "".join(f'<tr><td>{html.escape(s.reason or "kept")}</td><td>{html.escape(s.id)}<br>'
                    f'<span class="note">{html.escape(s.source)}</span></td>'
-                   f'<td class="why">{html.escape(s.detail if s.reason else describe(s.annotations))}</td>'
+                   f'<td class="why">{html.escape((s.detail or "") if s.reason else describe(s.annotations))}</td>'
                    f'<td class="text">{html.escape(s.snippet)}</td></tr>' for s in samples)
 
 

@@ -194,6 +194,15 @@ def test_winnow_run_with_input_and_output_on_s3_survives_a_faulty_store(s3_serve
     assert not [k for k in keys(s3_server, "runs/a/") if "/.tmp" in k or k.endswith("_lock.json")]
     report = get(s3_server, "runs/a/report.html").decode()
     assert all(f'data-stage="{name}"' in report for name in run["stages"])
+    # winnow inspect reads the run on S3 as it does a local one
+    exact = json.loads(get(s3_server, "runs/a/exact_dedup/_manifest.json"))
+    first = next(shard["rejects"]["path"] for shard in exact["shards"] if shard["rejects"])
+    doc = pq.read_table(__import__("io").BytesIO(get(s3_server, f"runs/a/exact_dedup/{first}"))).to_pylist()[0]
+    traced = subprocess.run([sys.executable, "-m", "winnow.flows.cli", "inspect", f"s3://{BUCKET}/runs/a", "--id",
+                             doc["id"]], capture_output=True, text=True, timeout=300,
+                            env={**env, "AWS_ENDPOINT_URL": s3_server})
+    assert traced.returncode == 0, traced.stdout + traced.stderr
+    assert f"exact_dedup    dropped  exact_duplicate: {doc['reject_detail']}" in traced.stdout
     everything = result.stdout + result.stderr + json.dumps(run) + report + "".join(
         get(s3_server, k).decode() for k in keys(s3_server, "runs/a/") if k.endswith(".json"))
     assert SECRET not in everything
