@@ -1,4 +1,4 @@
-"""The `winnow` command line: run, demo, validate, report, inspect, deploy, serve, train."""
+"""The `winnow` command line: run, demo, validate, report, inspect, decontam-report, deploy, serve, train."""
 
 from __future__ import annotations
 
@@ -119,6 +119,30 @@ def _inspect(args: argparse.Namespace) -> int:
             decided = sample.detail if sample.reason else describe(sample.annotations)
             say(f"  [{sample.reason or 'kept'}] {sample.id} ({sample.source}) {decided or ''}".rstrip())
             say(f"      {sample.snippet}")
+    return 0
+
+
+def _decontam_report(args: argparse.Namespace) -> int:
+    from winnow.stages.decontaminate import contamination
+    from winnow.storage.fs import resolve
+
+    found = contamination(resolve(args.output), args.stage)
+    if not found:
+        console.print(f"no benchmark item was found by stage {args.stage!r} in {args.output}")
+        return 0
+    per_benchmark: dict[str, list[int]] = {}
+    for item, docs in found.items():
+        counts = per_benchmark.setdefault(item.split(":")[0], [0, 0])
+        counts[0], counts[1] = counts[0] + 1, counts[1] + docs
+    table = Table(title="benchmark items found in the corpus")
+    for col in ("benchmark", "items found", "documents"):
+        table.add_column(col, justify="left" if col == "benchmark" else "right")
+    for name, (items, docs) in sorted(per_benchmark.items()):
+        table.add_row(name, f"{items:,}", f"{docs:,}")
+    console.print(table)
+    print("item\tdocuments")  # tab-separated, to paste into a contamination table
+    for item, docs in found.items():
+        print(f"{item}\t{docs}")
     return 0
 
 
@@ -357,6 +381,11 @@ def build_parser() -> argparse.ArgumentParser:
     inspect.add_argument("--id", dest="doc_id", help="one document's path through the stages: where it was "
                          "dropped and why, or what each stage found")
     inspect.set_defaults(func=_inspect)
+
+    decontam = sub.add_parser("decontam-report", help="the benchmark items a run's decontamination found")
+    decontam.add_argument("output", help="the run's output directory or s3:// URI")
+    decontam.add_argument("--stage", default="decontaminate", help="the decontamination stage's name")
+    decontam.set_defaults(func=_decontam_report)
 
     deploy = sub.add_parser("deploy", help="create a scheduled Prefect deployment of a config")
     deploy.add_argument("config", help="run config (YAML); its content is stored in the deployment")

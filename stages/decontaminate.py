@@ -11,7 +11,9 @@ this way; they are counted (`extra` of the index) and the log says so.
 
 `drop` rejects a document as `contaminated:<benchmark>`, the detail naming the item and the number
 of matching n-grams; `redact` cuts each matching span and `redact_window` characters on either side
-(GPT-3 used 200) and keeps the rest.
+(GPT-3 used 200) and keeps the rest. Either way the document's `decontam_items` lists the items it
+matched, which `contamination` (and `winnow decontam-report OUT`) gathers into a table of the items
+found, to publish with a model.
 """
 
 from __future__ import annotations
@@ -25,12 +27,16 @@ from typing import Literal
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 from pydantic import Field
 
 from winnow.schemas.config import StageConfig, StrictModel
 from winnow.stages.base import DocumentStage, StageResult
+from winnow.storage.fs import Location, resolve
+from winnow.storage.manifest import kept_files, read_manifest
 
 WORD = re.compile(r"[^\W_]+")
+ITEMS = "decontam_items"  # the items a document matched, most matching n-grams first, comma-separated
 MULTIPLIER = np.uint64(0x9E3779B97F4A7C15)  # odd 64-bit constant: the rolling hash's base
 
 
@@ -175,15 +181,17 @@ class Decontaminate(DocumentStage):
     def apply(self, table: pa.Table) -> StageResult:
         cfg, index, memo = self.config, self.models, {}
         keep = np.ones(table.num_rows, dtype=bool)
-        texts, reasons, details, counters = [], [], [], {}
+        texts, reasons, details, counters, named = [], [], [], {}, []
         for i, text in enumerate(table.column("text").to_pylist()):
             words, spans = words_with_offsets(text)
             found, owners = index.matches(ngram_hashes(words, cfg.n, memo))
             if len(found) < cfg.min_matches:
                 texts.append(text)
+                named.append(None)
                 continue
             items, counts = np.unique(owners, return_counts=True)
             top = items[np.argsort(-counts, kind="stable")]
+            named.append(",".join(index.items[t] for t in top))
             first = index.items[top[0]]
             benchmark = first.split(":")[0]
             counters[f"contaminated:{benchmark}"] = counters.get(f"contaminated:{benchmark}", 0) + 1
@@ -200,9 +208,43 @@ class Decontaminate(DocumentStage):
                 counters["redacted_chars"] = counters.get("redacted_chars", 0) + len(text) - len(redacted)
                 texts.append(redacted)
         out = table.set_column(table.schema.get_field_index("text"), "text", pa.array(texts, pa.string()))
+        items_column = pa.array(named, pa.string())
+        out, table = out.append_column(ITEMS, items_column), table.append_column(ITEMS, items_column)
         mask = pa.array(keep)
         return StageResult.of(self.name, table.num_rows, out.filter(mask), table.filter(pa.array(~keep)), reasons,
                               details, counters=counters)
+
+    @classmethod
+    def summary(cls, output: str, extra: dict):
+        found = contamination(resolve(output))
+        if not found:
+            return None
+        per_benchmark: dict[str, int] = {}
+        for item in found:
+            per_benchmark[item.split(":")[0]] = per_benchmark.get(item.split(":")[0], 0) + 1
+        shown = ", ".join(f"{b} {n:,}" for b, n in sorted(per_benchmark.items()))
+        line = (f"benchmark items found in the corpus: {shown} ({sum(found.values()):,} documents; "
+                f"`winnow decontam-report {output}` lists them)")
+        return line, [("benchmark items found in the corpus", sorted(per_benchmark.items()))]
+
+
+def contamination(out: Location, stage: str = "decontaminate") -> dict[str, int]:
+    """Benchmark items found by a run's decontamination stage: item -> documents holding it (read from the
+    stage's rejects, and its kept rows when it redacts)."""
+    manifest = read_manifest(out.join(stage))
+    if manifest is None:
+        return {}
+    files = [out.join(stage, e.rejects.path) for e in manifest.shards if e.rejects] + kept_files(out, stage)
+    found: dict[str, int] = {}
+    for loc in files:
+        with loc.open_read() as f:
+            pf = pq.ParquetFile(f)
+            if ITEMS not in pf.schema_arrow.names:
+                continue
+            for value in pf.read(columns=[ITEMS]).column(ITEMS).drop_null().to_pylist():
+                for item in value.split(","):
+                    found[item] = found.get(item, 0) + 1
+    return dict(sorted(found.items()))
 
 
 def _cut(text: str, spans: list[tuple[int, int]]) -> str:

@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import json
 import random
+import subprocess
+import sys
 
 import pyarrow.parquet as pq
 import pytest
 
 from conftest import documents, shared
 from winnow.scorers.data import benchmark_text, read_table
-from winnow.stages.decontaminate import Decontaminate, DecontaminateConfig, words_with_offsets
+from winnow.stages.decontaminate import Decontaminate, DecontaminateConfig, contamination, words_with_offsets
 from winnow.stages.runtime import RuntimeOptions, Shard, run_stage
 from winnow.storage.fs import resolve
 
@@ -134,3 +136,8 @@ def test_on_ray_over_shards_counts_add_up(tmp_path):
     assert manifest.rows_in == 200 == manifest.rows_out + manifest.rows_rejected
     assert manifest.rejected_by_reason == {"contaminated:gsm8k_like": 20} and len(rows) == 100
     assert manifest.counters == {"contaminated:gsm8k_like": 20}
+    # the table to publish: which items were found, in how many documents
+    assert contamination(resolve(str(tmp_path)), "out") == {"gsm8k_like:0": 20}
+    report = subprocess.run([sys.executable, "-m", "winnow.flows.cli", "decontam-report", str(tmp_path), "--stage",
+                             "out"], capture_output=True, text=True, timeout=120)
+    assert report.returncode == 0 and "gsm8k_like:0\t20" in report.stdout, report.stdout + report.stderr

@@ -162,7 +162,8 @@ def test_luhn():
 def test_redact_and_annotate():
     text = "Mail jane@example.com or call (415) 555-2671 from 10.0.0.1."
     kept = Pii(PiiConfig(name="pii")).apply(documents([text])).kept
-    assert kept.column("text")[0].as_py() == "Mail |||EMAIL_ADDRESS||| or call |||PHONE_NUMBER||| from |||IP_ADDRESS|||."
+    assert kept.column("text")[0].as_py() == \
+        "Mail |||EMAIL_ADDRESS||| or call |||PHONE_NUMBER||| from |||IP_ADDRESS|||."
     assert kept.column("pii_count").to_pylist() == [3]
     custom = Pii(PiiConfig(name="pii", tokens={"email": "<EMAIL>"}, kinds=["email"])).apply(documents([text]))
     assert custom.kept.column("text")[0].as_py() == "Mail <EMAIL> or call (415) 555-2671 from 10.0.0.1."
