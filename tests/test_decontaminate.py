@@ -131,13 +131,17 @@ def test_on_ray_over_shards_counts_add_up(tmp_path):
     config = DecontaminateConfig(name="decontaminate",
                                  benchmarks=[{"path": str(bench), "fields": ["question", "answer"]},
                                              {"path": str(shared(f"{LOCAL}/copa.jsonl"))}])
-    manifest, _ = run_stage(Decontaminate(config), shards, resolve(str(tmp_path / "out")), "h",
+    run = tmp_path / "run"  # laid out as a run's output: OUT/<stage>/
+    manifest, _ = run_stage(Decontaminate(config), shards, resolve(str(run / "decontaminate")), "h",
                             RuntimeOptions(run_id="t", progress=False))
     assert manifest.rows_in == 200 == manifest.rows_out + manifest.rows_rejected
     assert manifest.rejected_by_reason == {"contaminated:gsm8k_like": 20} and len(rows) == 100
     assert manifest.counters == {"contaminated:gsm8k_like": 20}
     # the table to publish: which items were found, in how many documents
-    assert contamination(resolve(str(tmp_path)), "out") == {"gsm8k_like:0": 20}
-    report = subprocess.run([sys.executable, "-m", "winnow.flows.cli", "decontam-report", str(tmp_path), "--stage",
-                             "out"], capture_output=True, text=True, timeout=120)
+    assert contamination(resolve(str(run))) == {"gsm8k_like:0": 20}
+    line, bars = Decontaminate.summary(str(run), {})
+    assert line.startswith("benchmark items found in the corpus: gsm8k_like 1 (20 documents") and \
+        bars == [("benchmark items found in the corpus", [("gsm8k_like", 1)])]
+    report = subprocess.run([sys.executable, "-m", "winnow.flows.cli", "decontam-report", str(run)],
+                            capture_output=True, text=True, timeout=120)
     assert report.returncode == 0 and "gsm8k_like:0\t20" in report.stdout, report.stdout + report.stderr
