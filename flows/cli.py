@@ -123,21 +123,17 @@ def _inspect(args: argparse.Namespace) -> int:
 
 
 def _decontam_report(args: argparse.Namespace) -> int:
-    from winnow.stages.decontaminate import contamination
+    from winnow.stages.decontaminate import contamination, per_benchmark
     from winnow.storage.fs import resolve
 
     found = contamination(resolve(args.output), args.stage)
     if not found:
         console.print(f"no benchmark item was found by stage {args.stage!r} in {args.output}")
         return 0
-    per_benchmark: dict[str, list[int]] = {}
-    for item, docs in found.items():
-        counts = per_benchmark.setdefault(item.split(":")[0], [0, 0])
-        counts[0], counts[1] = counts[0] + 1, counts[1] + docs
     table = Table(title="benchmark items found in the corpus")
     for col in ("benchmark", "items found", "documents"):
         table.add_column(col, justify="left" if col == "benchmark" else "right")
-    for name, (items, docs) in sorted(per_benchmark.items()):
+    for name, (items, docs) in per_benchmark(found).items():
         table.add_row(name, f"{items:,}", f"{docs:,}")
     console.print(table)
     print("item\tdocuments")  # tab-separated, to paste into a contamination table
@@ -211,13 +207,13 @@ def _train_classifier(args: argparse.Namespace) -> int:
         raise ValueError(f"--data: name the label whose probability is the score with --positive (labels in the "
                          f"data: {sorted(set(labels))})")
     if args.kind == "transformer":
-        from winnow.scorers.transformer import minilm_dir, train_classifier
+        from winnow.scorers.transformer import CARD, minilm_dir, train_classifier
 
         card = train_classifier(texts, labels, args.out, args.init or minilm_dir(), positive=positive,
                                 regression=args.regression, holdout=args.holdout, epochs=args.epochs or 2,
                                 lr=args.lr or 5e-5, batch_size=args.batch_size, max_length=args.max_length,
                                 seed=args.seed, device=args.device)
-        where = f"{args.out} (card: {args.out}/model_card.json)"
+        where = f"{args.out} (card: {args.out}/{CARD})"
     else:
         if args.regression:
             raise ValueError("--regression needs --kind transformer (fastText classifies)")

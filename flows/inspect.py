@@ -17,7 +17,8 @@ import pyarrow.parquet as pq
 
 from winnow.schemas.documents import DOCUMENT_SCHEMA, REJECT_COLUMNS
 from winnow.storage.fs import Location
-from winnow.storage.manifest import kept_files, read_manifest
+from winnow.storage.manifest import kept_files
+from winnow.storage.manifest import rejects_files as stage_rejects
 
 SNIPPET = 160  # characters of text shown per document
 NOT_ANNOTATIONS = set(DOCUMENT_SCHEMA.names) | {f.name for f in REJECT_COLUMNS}
@@ -41,10 +42,12 @@ def run_stages(out: Location) -> list[str]:
 
 
 def rejects_files(out: Location, stage: str) -> list[Location]:
-    manifest = read_manifest(out.join(stage))
-    if manifest is None:
-        raise FileNotFoundError(f"stage {stage!r} has no manifest under {out.uri} (stages: {run_stages(out)})")
-    return [out.join(stage, e.rejects.path) for e in manifest.shards if e.rejects]
+    """The stage's rejects files; an unknown stage's error lists the run's stages."""
+    try:
+        return stage_rejects(out, stage)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"stage {stage!r} has no manifest under {out.uri} (stages: {run_stages(out)})") \
+            from None
 
 
 def _read(loc: Location, column: str | None = None, value: str | None = None, limit: int | None = None) -> pa.Table:

@@ -10,8 +10,8 @@ runs on the CPU. Results come back in input order. Forward passes of concurrent 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
 import threading
+from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 
 import numpy as np

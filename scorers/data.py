@@ -96,4 +96,3 @@ def parse_label_map(spec: str | None) -> dict[str, str] | None:
         return dict(item.split("=", 1) for item in spec.split(","))
     except ValueError:
         raise ValueError(f"--label-map wants 'from=to,from=to', got {spec!r}") from None
-

@@ -33,7 +33,7 @@ from pydantic import Field
 from winnow.schemas.config import StageConfig, StrictModel
 from winnow.stages.base import DocumentStage, StageResult
 from winnow.storage.fs import Location, resolve
-from winnow.storage.manifest import kept_files, read_manifest
+from winnow.storage.manifest import kept_files, rejects_files
 
 WORD = re.compile(r"[^\W_]+")
 ITEMS = "decontam_items"  # the items a document matched, most matching n-grams first, comma-separated
@@ -139,14 +139,6 @@ class NgramIndex:
         return found, self.item_of[at[found]]
 
 
-def item_ngrams(sources: list[BenchmarkSource], item: str, n: int) -> list[tuple[str, ...]]:
-    """The normalised word n-grams of one item ("<benchmark>:<row>"), to show or check a match."""
-    label, row = item.rsplit(":", 1)
-    source = next(s for s in sources if s.label == label)
-    words = words_with_offsets(read_items(source)[int(row)])[0]
-    return [tuple(words[i:i + n]) for i in range(len(words) - n + 1)]
-
-
 class Decontaminate(DocumentStage):
     Config = DecontaminateConfig
 
@@ -169,7 +161,11 @@ class Decontaminate(DocumentStage):
             pass
 
     def item_ngrams(self, item: str) -> list[tuple[str, ...]]:
-        return item_ngrams(self.config.benchmarks, item, self.config.n)
+        """The normalised word n-grams of one item ("<benchmark>:<row>"), to show or check a match."""
+        label, row = item.rsplit(":", 1)
+        source = next(s for s in self.config.benchmarks if s.label == label)
+        words, n = words_with_offsets(read_items(source)[int(row)])[0], self.config.n
+        return [tuple(words[i:i + n]) for i in range(len(words) - n + 1)]
 
     def setup(self) -> NgramIndex:
         if self._index is not None:
@@ -219,22 +215,20 @@ class Decontaminate(DocumentStage):
         found = contamination(resolve(output))
         if not found:
             return None
-        per_benchmark: dict[str, int] = {}
-        for item in found:
-            per_benchmark[item.split(":")[0]] = per_benchmark.get(item.split(":")[0], 0) + 1
-        shown = ", ".join(f"{b} {n:,}" for b, n in sorted(per_benchmark.items()))
+        totals = per_benchmark(found)
+        shown = ", ".join(f"{b} {items:,}" for b, (items, _) in totals.items())
         line = (f"benchmark items found in the corpus: {shown} ({sum(found.values()):,} documents; "
                 f"`winnow decontam-report {output}` lists them)")
-        return line, [("benchmark items found in the corpus", sorted(per_benchmark.items()))]
+        return line, [("benchmark items found in the corpus", [(b, items) for b, (items, _) in totals.items()])]
 
 
 def contamination(out: Location, stage: str = "decontaminate") -> dict[str, int]:
     """Benchmark items found by a run's decontamination stage: item -> documents holding it (read from the
     stage's rejects, and its kept rows when it redacts)."""
-    manifest = read_manifest(out.join(stage))
-    if manifest is None:
+    try:
+        files = rejects_files(out, stage) + kept_files(out, stage)
+    except FileNotFoundError:  # the run has no such stage (or it has not finished)
         return {}
-    files = [out.join(stage, e.rejects.path) for e in manifest.shards if e.rejects] + kept_files(out, stage)
     found: dict[str, int] = {}
     for loc in files:
         with loc.open_read() as f:
@@ -245,6 +239,15 @@ def contamination(out: Location, stage: str = "decontaminate") -> dict[str, int]
                 for item in value.split(","):
                     found[item] = found.get(item, 0) + 1
     return dict(sorted(found.items()))
+
+
+def per_benchmark(found: dict[str, int]) -> dict[str, tuple[int, int]]:
+    """Items found and documents holding them, per benchmark, from `contamination`'s table."""
+    totals: dict[str, tuple[int, int]] = {}
+    for item, docs in found.items():
+        items, holding = totals.get(item.split(":")[0], (0, 0))
+        totals[item.split(":")[0]] = (items + 1, holding + docs)
+    return dict(sorted(totals.items()))
 
 
 def _cut(text: str, spans: list[tuple[int, int]]) -> str:

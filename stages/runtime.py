@@ -263,12 +263,11 @@ def _outputs(segment: list[Step], shards: list[Shard], modes: list[str]) -> list
     return [Shard(s.name, segment[-1].dir.join(f"{s.name}.parquet")) for s in shards]
 
 
-def count_sources(table: pa.Table, counts: dict[str, int]) -> dict[str, int]:
+def count_sources(table: pa.Table, counts: dict[str, int]) -> None:
     """Add the table's rows by their `source` to `counts` (for the report's per-source funnel)."""
     if "source" in table.schema.names:
         for item in pc.value_counts(table.column("source")).to_pylist():
             counts[item["values"]] = counts.get(item["values"], 0) + item["counts"]
-    return counts
 
 
 def _unchanged_entry(shard: Shard, step: Step, run_id: str) -> ShardEntry:

@@ -67,6 +67,14 @@ def kept_files(output: Location, stage: str) -> list[Location]:
     return kept_files(output, manifest.next_stage) + rejects
 
 
+def rejects_files(output: Location, stage: str) -> list[Location]:
+    """The stage's rejects files, in shard order (from its manifest)."""
+    manifest = read_manifest(output.join(stage))
+    if manifest is None:
+        raise FileNotFoundError(f"no manifest for stage {stage!r} under {output.uri}: it has not finished")
+    return [output.join(stage, e.rejects.path) for e in manifest.shards if e.rejects]
+
+
 def read_kept(output: Location, stage: str, columns: list[str]) -> pa.Table:
     """`columns` of every row a stage kept (see `kept_files`), as one table."""
     tables = []

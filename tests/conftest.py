@@ -85,6 +85,16 @@ def s3_server():
             os.environ[k] = v
 
 
+def web_documents() -> list[str]:
+    """The 2,000 shared C4 documents (two samples of 1,000)."""
+    import gzip
+    import json
+
+    c4 = [json.loads(line)["text"] for line in shared("web/c4_train_first1k/c4_sample.jsonl").open()]
+    with gzip.open(shared("web/olmo_c4_sample_1k/c4-sample.00000-of-00001.json.gz"), "rt") as f:
+        return c4 + [json.loads(line)["text"] for line in f]
+
+
 def documents(texts: list[str], ids: list[str] | None = None, **float_columns):
     """A document table (the contract's schema) for `texts`, plus optional float annotation columns."""
     import pyarrow as pa

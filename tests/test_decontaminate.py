@@ -11,7 +11,7 @@ import sys
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import documents, shared
+from conftest import documents, shared, web_documents
 from winnow.scorers.data import benchmark_text, read_table
 from winnow.stages.decontaminate import Decontaminate, DecontaminateConfig, contamination, words_with_offsets
 from winnow.stages.runtime import RuntimeOptions, Shard, run_stage
@@ -24,14 +24,6 @@ PLANTED_FROM = ["boolq", "lambada_openai", "arc_easy", "piqa", "pubmed_qa_labele
 def all_benchmarks() -> list[dict]:
     folder = shared(f"{LOCAL}/boolq.jsonl").parent
     return [{"path": str(p)} for p in sorted(folder.glob("*.jsonl"))]
-
-
-def c4_documents() -> list[str]:
-    import gzip
-
-    texts = [json.loads(line)["text"] for line in shared("web/c4_train_first1k/c4_sample.jsonl").open()]
-    with gzip.open(shared("web/olmo_c4_sample_1k/c4-sample.00000-of-00001.json.gz"), "rt") as f:
-        return texts + [json.loads(line)["text"] for line in f]
 
 
 def edited(rng: random.Random, text: str) -> str:
@@ -54,7 +46,7 @@ def stage():
 
 def test_planted_items_are_found_and_clean_web_text_is_not(stage):
     rng = random.Random(0)
-    web = c4_documents()
+    web = web_documents()
     assert len(web) >= 2000 and stage.index_size > 500_000
     # C4 as it is: what is flagged must really hold 13 words of the item in a row (no false positives)
     alone = stage.apply(documents(web, ids=[str(i) for i in range(len(web))]))
@@ -118,7 +110,7 @@ def test_on_ray_over_shards_counts_add_up(tmp_path):
                                                      "she sold half as many clips in May.",
                                          "answer": "How many clips did Natalia sell altogether in April and May? 72"})
                              + "\n" for _ in range(1)))
-    hosts = c4_documents()[:200]
+    hosts = web_documents()[:200]
     texts = [plant(random.Random(i), h, "Natalia sold clips to 48 of her friends in April, and then she sold half "
                                          "as many clips in May. How many clips") if i % 10 == 0 else h
              for i, h in enumerate(hosts)]

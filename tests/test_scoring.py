@@ -13,7 +13,7 @@ import pytest
 import ray
 
 from conftest import documents as docs
-from conftest import shared
+from conftest import shared, web_documents
 from winnow.stages.quality import QualityConfig
 from winnow.stages.toxicity import ToxicityConfig
 from winnow.scorers.data import parse_label_map, read_labelled
@@ -46,12 +46,6 @@ def reference_passages():
             paragraphs = [p.replace("\n", " ") for p in body.split("\n\n") if len(p) > 400]
             passages += paragraphs[10:60]  # skip the licence header
     return passages
-
-
-def web_documents():
-    c4 = [json.loads(line)["text"] for line in shared("web/c4_train_first1k/c4_sample.jsonl").open()]
-    with gzip.open(shared("web/olmo_c4_sample_1k/c4-sample.00000-of-00001.json.gz"), "rt") as f:
-        return c4 + [json.loads(line)["text"] for line in f]
 
 
 @pytest.fixture(scope="module")
