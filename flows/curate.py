@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import ray
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
@@ -21,6 +22,7 @@ from winnow.schemas.config import RunConfig, apply_overrides, load_config, parse
 from winnow.stages import Stage, build_stage
 from winnow.stages.runtime import RuntimeOptions, SegmentResult, Shard, Step, ray_session, run_segment, segments
 from winnow.storage.fs import Location, resolve
+from winnow.storage.hf import DatasetLayoutError, dataset_files, part_names, write_metadata, write_part
 from winnow.storage.lock import output_lock
 from winnow.storage.shards import detect_format
 
@@ -35,15 +37,20 @@ def list_input_shards(config: RunConfig) -> tuple[Location, list[Shard]]:
     """Input files matching the glob (only known formats when format is auto), as ingest shards."""
     root = resolve(config.input.uri, config.storage.s3)
     try:
-        files = root.list_files(config.input.glob)
-    except FileNotFoundError as err:
+        files = dataset_files(root, config.input.split, config.input.dataset_config)
+        if files is None:
+            if config.input.split or config.input.dataset_config:
+                raise InputError(f"input.split and input.dataset_config are for Hugging Face datasets directories; "
+                                 f"{config.input.uri} is not one (no state.json, dataset_dict.json or README.md)")
+            files = root.list_files(config.input.glob)
+    except (FileNotFoundError, DatasetLayoutError) as err:
         raise InputError(str(err)) from None
     if config.input.format == "auto":
         files = [f for f in files if _known_format(f)]
     if not files:
         raise InputError(
             f"no input files match {config.input.glob!r} under {config.input.uri} "
-            "(expected .jsonl/.json/.ndjson, optionally .gz/.zst, or .parquet)"
+            "(expected .jsonl/.json/.ndjson or .warc, optionally .gz/.zst, .parquet or .arrow)"
         )
     return root, [Shard(f"part-{i:05d}", loc) for i, loc in enumerate(files)]
 
@@ -54,6 +61,17 @@ def _known_format(loc: Location) -> bool:
         return True
     except ValueError:
         return False
+
+
+def write_hf_output(parts: list[Location], target: Location, batch_size: int, run_id: str) -> Location:
+    """The final documents as a `datasets.load_from_disk` directory: an Arrow file per shard, each
+    written by a Ray task."""
+    target.delete()
+    write = ray.remote(write_part)
+    rows = ray.get([write.remote(part, target.join(name), batch_size)
+                    for part, name in zip(parts, part_names(len(parts)), strict=True)])
+    write_metadata(target, len(parts), f"winnow run {run_id}: {sum(rows)} rows")
+    return target
 
 
 @task(name="segment", task_run_name="{label}", cache_policy=NO_CACHE)
@@ -128,6 +146,9 @@ def curate(config: RunConfig | dict | str, ray_address: str | None = None, out: 
                 for step, manifest in zip(segment, result.manifests, strict=True):
                     summary["stages"][step.name] = stage_counts(step, manifest, result.skipped)
                 shards, mapped = result.shards, result.mapped
+            if config.output_format == "hf":
+                summary["hf_dataset"] = write_hf_output([s.source for s in shards], output.join("hf"),
+                                                         config.runtime.batch_size, run_id).uri
         summary["documents"] = shards[0].source.uri.rsplit("/", 1)[0] if shards else None
         output.join(RUN_SUMMARY).write_bytes_atomic(json.dumps(summary, indent=2).encode())
         try:

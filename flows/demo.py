@@ -1,9 +1,11 @@
 """The demo corpus: a seeded generator of web-like documents with every kind of problem planted,
 and the small models the demo trains from the same generator, so every stage has real work to do.
 
-Four shards in the formats users bring (JSONL, JSONL.gz, JSONL.zst, Parquet) holding clean
+Five shards in the formats users bring (JSONL, JSONL.gz, JSONL.zst, Parquet, and a Common Crawl
+style WARC.gz of HTML pages with navigation, scripts and footers around them) holding clean
 articles plus exact duplicates, near duplicates, boilerplate and spam pages, very short and
-very long documents, malformed lines, foreign-language pages, low-quality forum chatter (for
+very long documents, malformed lines (and, in the WARC, request records, an HTTP 404, an image,
+a record the crawler truncated, pages in Latin-1 and windows-1252), foreign-language pages, low-quality forum chatter (for
 the quality classifier), articles opening with an abusive rant (for the toxicity model), and
 astronomy articles, the target domain of CoLoR-Filter. `demo_models` trains, in seconds, a
 fastText quality classifier, a toxicity model (the real MiniLM encoder fine-tuned, or fastText
@@ -17,6 +19,7 @@ import gzip
 import json
 import random
 import time
+import uuid
 from pathlib import Path
 
 import pyarrow as pa
@@ -236,7 +239,77 @@ def write_demo_corpus(directory: str | Path, seed: int = 0, docs_per_shard: int 
                 data = zstandard.ZstdCompressor().compress(data)
             path.write_bytes(data)
         paths.append(path)
+    paths.append(directory / "crawl-004.warc.gz")
+    write_warc(paths[-1], _warc_records(rng, 4, docs_per_shard // 2, pool))
     return paths
+
+
+PAGE = ("<!doctype html><html><head><title>{title}</title><script>window.tracker = {{site: 'demo'}};</script>"
+        "<style>nav a {{ margin: 4px; }}</style></head><body><nav><a href='/'>Home</a> <a href='/about'>About us"
+        "</a> <a href='/archive'>Archive</a> <a href='/contact'>Contact</a></nav><article>{body}"
+        "</article><footer>Copyright 2026 {host}. Privacy policy. Terms of use.</footer></body></html>")
+
+
+def html_page(text: str, host: str) -> str:
+    """A web page around a text: its paragraphs in an article, with navigation, a script and a footer."""
+    title = text.split("\n", 1)[0][:80]
+    body = "".join(f"<p>{paragraph}</p>" for paragraph in text.split("\n") if paragraph.strip())
+    return PAGE.format(title=title, body=body, host=host)
+
+
+def http_response(body: bytes, content_type: str = "text/html; charset=utf-8", status: str = "200 OK") -> bytes:
+    return f"HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\n\r\n".encode() + body
+
+
+def _warc_records(rng: random.Random, shard: int, n: int, pool: list[str]) -> list[dict]:
+    """Pages as a crawler stores them (a request record before each response) plus records that are not
+    pages, or not whole ones: ingest rejects each with its reason."""
+    host = f"example-{shard}.test"
+    records = []
+    for i, record in enumerate(_records(rng, shard, n, pool)[:n]):
+        url = f"https://{host}/{i}"
+        records.append({"type": "request", "url": url, "block": f"GET /{i} HTTP/1.1\r\nHost: {host}\r\n\r\n".encode()})
+        records.append({"type": "response", "url": url,
+                        "block": http_response(html_page(record["text"], host).encode())})
+    latin = article(rng)
+    planted = [
+        {"url": f"https://{host}/gone", "block": http_response(b"<html><body>Not here</body></html>",
+                                                            status="404 Not Found")},
+        {"url": f"https://{host}/logo.png", "block": http_response(b"\x89PNG\r\n\x1a\n", "image/png")},
+        {"url": f"https://{host}/cut", "block": http_response(html_page(article(rng), host).encode()[:300]),
+         "headers": {"WARC-Truncated": "length"}},
+        {"url": f"https://{host}/latin-1", "block": http_response(
+            html_page(latin + " Caf\u00e9 cr\u00e8me.", host).encode("latin-1"), "text/html; charset=iso-8859-1")},
+        {"url": f"https://{host}/cp1252", "block": http_response(
+            html_page(article(rng) + " \u201cQuoted\u201d \u2013 na\u00efve.", host).replace(
+                "<head>", "<head><meta charset='windows-1252'>").encode("cp1252"), "text/html")},
+    ]
+    for record in planted:
+        records.insert(rng.randrange(len(records)), {"type": "response", **record})
+    return [{"type": "warcinfo", "block": b"software: winnow demo\r\nformat: WARC File Format 1.1\r\n"}] + records
+
+
+def write_warc(path: str | Path, records: list[dict], seed: int = 0) -> None:
+    """A WARC.gz of `records` ({type, block, url?, headers?}), one gzip member per record, with ids and
+    dates fixed by `seed` (the same file for the same records)."""
+    from fastwarc.stream_io import GzipWriter
+    from fastwarc.warc import WarcRecord, WarcRecordType
+
+    rng = random.Random(seed)
+    with open(path, "wb") as f:
+        writer = GzipWriter(f)
+        for i, spec in enumerate(records):
+            record = WarcRecord()
+            record.init_headers(getattr(WarcRecordType, spec["type"]))
+            record.headers["WARC-Record-ID"] = f"<urn:uuid:{uuid.UUID(int=rng.getrandbits(128), version=4)}>"
+            record.headers["WARC-Date"] = f"2026-11-01T00:{i // 60 % 60:02d}:{i % 60:02d}Z"
+            if spec.get("url"):
+                record.headers["WARC-Target-URI"] = spec["url"]
+            for key, value in spec.get("headers", {}).items():
+                record.headers[key] = value
+            record.set_bytes_content(spec["block"])
+            record.write(writer)
+        writer.close()
 
 
 def demo_config(input_dir: str, output_dir: str, tokenizer: str | None = None, langid: bool = False,

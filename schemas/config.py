@@ -47,11 +47,14 @@ class StrictModel(BaseModel):
 class InputConfig(StrictModel):
     uri: str = Field(description="local directory/file or s3://bucket/prefix")
     glob: str = Field("*", description="file-name pattern under uri (matched recursively)")
-    format: Literal["auto", "jsonl", "parquet"] = "auto"
+    format: Literal["auto", "jsonl", "parquet", "arrow", "warc"] = "auto"
     text_field: str = "text"
     id_field: str | None = None
     url_field: str | None = "url"
     source: str | None = Field(None, description="value of the source column; default: the file name")
+    split: str | None = Field(None, description="a Hugging Face datasets directory: the split to read (default: all)")
+    dataset_config: str | None = Field(None, description="a Hub-layout datasets directory: the config (README.md "
+                                                         "`configs:`) to read; default: its default config")
 
 
 class S3Config(StrictModel):
@@ -122,6 +125,10 @@ def stage_configs() -> dict[str, type[StageConfig]]:
 class RunConfig(StrictModel):
     input: InputConfig
     output: str = Field(description="local directory or s3://bucket/prefix for the run's outputs")
+    output_format: Literal["parquet", "hf"] = Field(
+        "parquet", description="hf: also write the final stage's documents to OUT/hf as a directory that "
+                               "datasets.load_from_disk opens"
+    )
     plugins: list[str] = Field([], description="modules to import before the stages are read: the stages they "
                                                "define register themselves (Ray workers import them too)")
     stages: list[SerializeAsAny[StageConfig]] = Field(min_length=1)

@@ -1,7 +1,11 @@
-"""Ingest: JSONL/Parquet (plain, .gz, .zst) -> document schema, with every unusable row rejected.
+"""Ingest: JSONL (plain, .gz, .zst), Parquet, Arrow (`datasets` files) and WARC -> document schema,
+with every unusable row rejected.
 
 Reasons: invalid_json, not_an_object, missing_text, text_not_string, empty_text, invalid_utf8,
-too_long, missing_id, duplicate_id, corrupt_file (the unreadable rest of a damaged file).
+too_long, missing_id, duplicate_id, corrupt_file (the unreadable rest of a damaged file); for WARC
+records also those of `winnow.stages.warc` (not_a_response, truncated_record, http_status, not_html,
+undecodable). A WARC page's id is its WARC-Record-ID; its date, record id, title and charset are in
+`meta`.
 """
 
 from __future__ import annotations
@@ -12,15 +16,17 @@ from collections.abc import Iterator
 from typing import ClassVar, Literal
 
 import pyarrow as pa
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from winnow.schemas.config import InputConfig, StageConfig
 from winnow.schemas.documents import DOCUMENT_SCHEMA, reject_schema_for
 from winnow.stages.base import RunContext, Stage, StageResult
+from winnow.stages import warc
 from winnow.storage.fs import Location, StorageError
 from winnow.storage.shards import (
     CorruptInputError,
     detect_format,
+    iter_arrow_batches,
     iter_jsonl_lines,
     iter_parquet_batches,
     parquet_schema,
@@ -37,6 +43,15 @@ class IngestConfig(StageConfig):
     on_corrupt_file: Literal["reject", "fail"] = Field(
         "reject", description="a truncated/corrupt file: keep what was read and reject the rest, or fail the run"
     )
+    html_extractor: Literal[warc.EXTRACTORS] = Field(
+        "resiliparse", description="main-text extraction of WARC pages: resiliparse (fast, DCLM's) or trafilatura"
+    )
+
+    @field_validator("html_extractor")
+    @classmethod
+    def _installed(cls, extractor: str) -> str:
+        warc.check_extractor(extractor)
+        return extractor
 
 
 class MissingColumnError(ValueError):
@@ -69,6 +84,12 @@ class Ingest(Stage):
             if fmt == "jsonl":
                 for lines in iter_jsonl_lines(source, batch_size):
                     yield converter.convert([(line, None) for line in lines])
+            elif fmt == "warc":
+                for pages in warc.iter_page_batches(source, batch_size):
+                    yield converter.convert_pages(pages)
+            elif fmt == "arrow":
+                for batch in iter_arrow_batches(source, batch_size):
+                    yield converter.convert([(None, record) for record in batch.to_pylist()])
             else:
                 names = parquet_schema(source).names
                 if self.input.text_field not in names:
@@ -94,23 +115,42 @@ class _Converter:
         self.skip_fields = {input_config.text_field, input_config.id_field, input_config.url_field}
 
     def convert(self, rows: list[tuple[bytes | None, dict | None]]) -> StageResult:
+        outcomes = []
+        for raw, record in rows:
+            position = self._next_position()
+            outcomes.append((f"{self.rel}:{position}", raw, self._document(raw, record, position)))
+        return self._result(outcomes)
+
+    def convert_pages(self, pages: list[warc.Page]) -> StageResult:
+        """WARC records: each extracted page a document, each other record a reject."""
+        outcomes = []
+        for page in pages:
+            self._next_position()
+            row_id = page.record_id or f"{self.rel}:{page.position}"
+            outcomes.append((row_id, page.raw, self._page_document(page, row_id)))
+        return self._result(outcomes)
+
+    def _next_position(self) -> int:
+        self.index += 1
+        return self.index - 1
+
+    def _result(self, outcomes: list) -> StageResult:
+        """(id, raw, document dict or (reason, detail, fields)) per row -> kept table and rejects table."""
         docs: dict[str, list] = {name: [] for name in DOCUMENT_SCHEMA.names}
         rejects: dict[str, list] = {name: [] for name in REJECT_SCHEMA.names}
-        for raw, record in rows:
-            position = self.index
-            self.index += 1
-            outcome = self._document(raw, record, position)
+        for row_id, raw, outcome in outcomes:
             if isinstance(outcome, dict):
                 for name in DOCUMENT_SCHEMA.names:
                     docs[name].append(outcome[name])
             else:
                 reason, detail, partial = outcome
-                row = {"id": f"{self.rel}:{position}", "text": None, "source": self._source(), "url": None,
+                row = {"id": row_id, "text": None, "source": self._source(), "url": None,
                        "meta": None, **partial, "reject_stage": "ingest", "reject_reason": reason,
                        "reject_detail": detail, "raw": raw if reason in _KEEP_RAW else None}
                 for name in REJECT_SCHEMA.names:
                     rejects[name].append(row[name])
-        return StageResult(len(rows), pa.table(docs, schema=DOCUMENT_SCHEMA), pa.table(rejects, schema=REJECT_SCHEMA))
+        return StageResult(len(outcomes), pa.table(docs, schema=DOCUMENT_SCHEMA),
+                           pa.table(rejects, schema=REJECT_SCHEMA))
 
     def corrupt_rest(self, message: str) -> StageResult:
         """One reject standing for the unreadable remainder of a damaged file."""
@@ -159,6 +199,36 @@ class _Converter:
                     value.encode("utf-8")
         except UnicodeEncodeError as err:
             return "invalid_utf8", f"lone surrogate {err.object[err.start:err.end]!r} from a JSON escape", {}
+        return self._checked(text, fields, lambda: self._record_id(record, position))
+
+    def _record_id(self, record: dict, position: int):
+        """The configured id field's value, or the row's position; a (reason, detail) if unusable."""
+        if not self.input.id_field:
+            return f"{self.rel}:{position}"
+        doc_id = record.get(self.input.id_field)
+        if doc_id is None or doc_id == "":
+            return "missing_id", f"no {self.input.id_field!r} field"
+        return self._unique(str(doc_id))
+
+    def _unique(self, doc_id: str):
+        if doc_id in self.seen_ids:
+            return "duplicate_id", f"id {doc_id!r} already seen in this file"
+        self.seen_ids.add(doc_id)
+        return doc_id
+
+    def _page_document(self, page: warc.Page, row_id: str):
+        """A WARC page's main text as a document; its record's reason if it is not a page."""
+        meta = {"warc_record_id": page.record_id, "warc_date": page.date}
+        fields = {"url": page.url, "meta": json.dumps(meta)}
+        if page.reason:
+            return page.reason, page.detail, fields
+        text, title = warc.extract(page.html, self.config.html_extractor, page.url)
+        meta.update(title=title, charset=page.charset)
+        fields["meta"] = json.dumps(meta, ensure_ascii=False)
+        return self._checked(text, fields, lambda: self._unique(row_id))
+
+    def _checked(self, text: str, fields: dict, doc_id):
+        """Normalised, non-empty, within max_doc_bytes, with a usable id (`doc_id()` is asked last)."""
         if self.config.normalization != "none" and not unicodedata.is_normalized(self.config.normalization, text):
             text = unicodedata.normalize(self.config.normalization, text)
         if not text.strip():
@@ -166,17 +236,10 @@ class _Converter:
         size = len(text.encode("utf-8"))
         if size > self.config.max_doc_bytes:
             return "too_long", f"{size} bytes > max_doc_bytes {self.config.max_doc_bytes}", {**fields, "text": text}
-        if self.input.id_field:
-            doc_id = record.get(self.input.id_field)
-            if doc_id is None or doc_id == "":
-                return "missing_id", f"no {self.input.id_field!r} field", {**fields, "text": text}
-            doc_id = str(doc_id)
-            if doc_id in self.seen_ids:
-                return "duplicate_id", f"id {doc_id!r} already seen in this file", {**fields, "text": text}
-            self.seen_ids.add(doc_id)
-        else:
-            doc_id = f"{self.rel}:{position}"
+        doc_id = doc_id()
+        if isinstance(doc_id, tuple):
+            return (*doc_id, {**fields, "text": text})
         return {"id": doc_id, "text": text, "source": self._source(), **fields}
 
 
-_KEEP_RAW = {"invalid_utf8", "invalid_json", "not_an_object"}
+_KEEP_RAW = {"invalid_utf8", "invalid_json", "not_an_object", "undecodable"}

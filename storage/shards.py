@@ -34,7 +34,12 @@ def detect_format(loc: Location) -> str:
         return "parquet"
     if name.endswith(JSONL_SUFFIXES):
         return "jsonl"
-    raise ValueError(f"cannot tell the format of {loc.uri}: expected .parquet or .jsonl/.json (optionally .gz/.zst)")
+    if name.endswith(".warc"):
+        return "warc"
+    if name.endswith(".arrow"):
+        return "arrow"
+    raise ValueError(f"cannot tell the format of {loc.uri}: expected .parquet, .arrow, .warc or .jsonl/.json "
+                     "(text formats optionally .gz/.zst)")
 
 
 def iter_parquet_batches(loc: Location, batch_size: int, columns: list[str] | None = None) -> Iterator[pa.RecordBatch]:
@@ -42,6 +47,18 @@ def iter_parquet_batches(loc: Location, batch_size: int, columns: list[str] | No
         # Buffered page reads: memory follows the batch size, not the (possibly huge) row group.
         reader = pq.ParquetFile(f, pre_buffer=False, buffer_size=1 << 20)
         yield from reader.iter_batches(batch_size=batch_size, columns=columns)
+
+
+def iter_arrow_batches(loc: Location, batch_size: int) -> Iterator[pa.RecordBatch]:
+    """Batches of an Arrow IPC stream (what `datasets` writes) or IPC file, at most `batch_size` rows."""
+    with loc.open_read() as f:
+        head = f.read(6)
+        f.seek(0)
+        reader = pa.ipc.open_file(f) if head == b"ARROW1" else pa.ipc.open_stream(f)
+        batches = (reader.get_batch(i) for i in range(reader.num_record_batches)) if head == b"ARROW1" else reader
+        for batch in batches:
+            for start in range(0, batch.num_rows, batch_size):
+                yield batch.slice(start, batch_size)
 
 
 def parquet_rows(loc: Location) -> int:
