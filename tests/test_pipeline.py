@@ -38,7 +38,7 @@ def test_counts_add_up_for_every_stage_and_chain(demo_run):
             assert c["rows_in"] == previous_out
         previous_out = c["rows_out"]
         manifest = json.loads((out / name / "_manifest.json").read_text())
-        assert manifest["rows_in"] == c["rows_in"] and len(manifest["shards"]) == 4
+        assert manifest["rows_in"] == c["rows_in"] and len(manifest["shards"]) == 5
         # a segment (ingest+heuristics, exact_dedup+dedup) writes its last stage's documents only
         assert manifest["kept"] == ("written" if name in ("heuristics", "dedup") else "fused")
         for shard in manifest["shards"]:
@@ -51,7 +51,8 @@ def test_counts_add_up_for_every_stage_and_chain(demo_run):
                 rejects = pq.read_table(out / name / shard["rejects"]["path"])
                 assert rejects.num_rows == shard["rows_rejected"]
                 assert set(rejects.column("reject_stage").to_pylist()) == {name}
-    assert {"invalid_json", "invalid_utf8", "too_long", "missing_text"} <= set(stages["ingest"]["rejected_by_reason"])
+    assert {"invalid_json", "invalid_utf8", "too_long", "missing_text", "not_a_response", "http_status", "not_html",
+            "truncated_record"} <= set(stages["ingest"]["rejected_by_reason"])  # JSONL lines and WARC records
     assert stages["exact_dedup"]["extra"]["duplicate_groups"] > 0
 
 
