@@ -196,12 +196,41 @@ def _records(rng: random.Random, shard: int, n: int, pool: list[str]) -> list[di
         else:
             text = article(rng, TARGET_TOPIC if roll < 0.50 else None)
             pool.append(text)
-        records.append({"text": text, "url": f"https://example-{shard}.test/{i}", "lang": "en",
-                        "crawl": "demo-2026"})
+            text = _planted(text, shard, i)
+        host = BLOCKED_HOST if i % 40 == 11 else f"example-{shard}.test"
+        records.append({"text": text, "url": f"https://{host}/{i}", "lang": "en", "crawl": "demo-2026"})
     text = article(rng)
     records.append({"text": text * (1_100_000 // len(text) + 1), "url": f"https://example-{shard}.test/huge"})  # > 1 MB
     records.append({"text": "\n".join(article(rng) for _ in range(12)), "url": f"https://example-{shard}.test/long"})
     return records
+
+
+BLOCKED_HOST = "casino-bonus.test"  # on the demo's URL blocklist
+BENCHMARK_ITEMS = [  # the demo's "benchmark": some articles quote an item with its answer
+    "Which planet in our solar system has the shortest year and also the largest daily swing in "
+    "surface temperature? Answer: Mercury",
+    "How many minutes does light from the Sun take to reach the Earth on an average day of the year? "
+    "Answer: about eight minutes",
+    "What is the name of the boundary around a black hole beyond which nothing, not even light, can "
+    "escape? Answer: the event horizon",
+]
+
+
+def _planted(article_text: str, shard: int, i: int) -> str:
+    """Some articles carry an e-mail address and a phone number (pii), or a benchmark item (decontaminate)."""
+    if i % 20 == 7:
+        return f"{article_text}\nQuestions to the editor at editor{shard}@example.org or (202) 555-01{i % 100:02d}."
+    if i % 50 == 23:
+        return f"{article_text}\nQuiz: {BENCHMARK_ITEMS[i % len(BENCHMARK_ITEMS)]}"
+    return article_text
+
+
+def write_screening_lists(directory: str | Path) -> dict[str, str]:
+    """The URL blocklist and the benchmark file that url_filter and decontaminate read."""
+    directory = Path(directory)
+    (directory / "blocklist.txt").write_text(f"# demo blocklist\n{BLOCKED_HOST}\n")
+    (directory / "benchmark.txt").write_text("\n".join(BENCHMARK_ITEMS) + "\n")
+    return {"blocklist": str(directory / "blocklist.txt"), "benchmark": str(directory / "benchmark.txt")}
 
 
 MALFORMED_LINES = [
@@ -313,13 +342,18 @@ def write_warc(path: str | Path, records: list[dict], seed: int = 0) -> None:
 
 
 def demo_config(input_dir: str, output_dir: str, tokenizer: str | None = None, langid: bool = False,
-                generator: str | None = None, models: dict | None = None) -> dict:
+                generator: str | None = None, models: dict | None = None, screening: dict | None = None) -> dict:
     """The demo chain; `langid` needs the lid.176 model, tokenize/pack need a tokenizer, rephrase a generator
-    LM, and the scoring and selection stages the `models` of `demo_models`."""
+    LM, the scoring and selection stages the `models` of `demo_models`, and url_filter, decontaminate and
+    pii the files of `write_screening_lists` (`screening`)."""
     stages = [{"name": "ingest"}]
+    if screening:
+        stages.append({"name": "url_filter", "blocklists": [screening["blocklist"]]})
     if langid:
         stages.append({"name": "langid", "languages": ["en"]})
     stages += [{"name": "heuristics"}, {"name": "exact_dedup"}, {"name": "dedup"}]
+    if screening:
+        stages.append({"name": "decontaminate", "benchmarks": [{"path": screening["benchmark"]}]})
     if models:
         stages += [{"name": "quality", "scorer": {"model": models["quality"]}, "threshold": 0.5},
                    {"name": "toxicity", "scorer": models["toxicity"], "thresholds": {"toxic": 0.5}},
@@ -329,6 +363,8 @@ def demo_config(input_dir: str, output_dir: str, tokenizer: str | None = None, l
     if generator:  # 5% of the documents get one synthetic rephrasing (wiki or qa style)
         stages.append({"name": "rephrase", "backend": "transformers", "model": generator, "styles": ["wiki", "qa"],
                        "mix": 0.05, "max_new_tokens": 48, "device": "cpu"})
+    if screening:
+        stages.append({"name": "pii"})
     if tokenizer:  # the longest articles (over 600 tokens) are dropped rather than split, to show the rule
         stages += [{"name": "tokenize", "tokenizer": tokenizer, "max_tokens": 600, "on_long": "reject"},
                    {"name": "pack", "strategy": "bfd", "seq_len": 1024, "ranks": 2}]
@@ -445,6 +481,7 @@ def run_demo(out: str | Path, seed: int = 0, docs_per_shard: int = 250, ray_addr
     log(f"rephrase generator: a tiny random GPT-2 at {generator} (a stand-in: its synthetic text is noise; "
         "point `model:` at a real instruction-tuned model)")
     prepared = time.perf_counter() - start
-    summary = curate(demo_config(str(out / "input"), str(out), tokenizer, langid, generator, models),
+    screening = write_screening_lists(out / "input")
+    summary = curate(demo_config(str(out / "input"), str(out), tokenizer, langid, generator, models, screening),
                      ray_address=ray_address, restart=True)
     return {**summary, "prepare_seconds": prepared}

@@ -85,8 +85,7 @@ class Ingest(Stage):
                 for lines in iter_jsonl_lines(source, batch_size):
                     yield converter.convert([(line, None) for line in lines])
             elif fmt == "warc":
-                for pages in warc.iter_page_batches(source, batch_size):
-                    yield converter.convert_pages(pages)
+                yield from converter.convert_warc(source, batch_size)
             elif fmt == "arrow":
                 for batch in iter_arrow_batches(source, batch_size):
                     yield converter.convert([(None, record) for record in batch.to_pylist()])
@@ -121,14 +120,24 @@ class _Converter:
             outcomes.append((f"{self.rel}:{position}", raw, self._document(raw, record, position)))
         return self._result(outcomes)
 
-    def convert_pages(self, pages: list[warc.Page]) -> StageResult:
-        """WARC records: each extracted page a document, each other record a reject."""
+    def convert_warc(self, source: Location, batch_size: int) -> Iterator[StageResult]:
+        """A WARC file's records: each page's main text a document, each other record a reject. Pages
+        are extracted as they are read, so a batch holds texts, not HTML."""
         outcomes = []
-        for page in pages:
-            self._next_position()
-            row_id = page.record_id or f"{self.rel}:{page.position}"
-            outcomes.append((row_id, page.raw, self._page_document(page, row_id)))
-        return self._result(outcomes)
+        try:
+            for page in warc.iter_pages(source):
+                self._next_position()
+                row_id = page.record_id or f"{self.rel}:{page.position}"
+                outcomes.append((row_id, page.raw, self._page_document(page, row_id)))
+                if len(outcomes) >= batch_size:
+                    yield self._result(outcomes)
+                    outcomes = []
+        except CorruptInputError:
+            if outcomes:
+                yield self._result(outcomes)
+            raise
+        if outcomes:
+            yield self._result(outcomes)
 
     def _next_position(self) -> int:
         self.index += 1

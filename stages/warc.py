@@ -53,28 +53,18 @@ class Page:
     raw: bytes | None = None  # an undecodable payload, kept in the reject row
 
 
-def iter_page_batches(source: Location, batch_size: int) -> Iterator[list[Page]]:
-    """Every record of a WARC file (plain, .gz or .zst), in order, as Pages in batches; a damaged file
-    raises CorruptInputError after the pages before the damage have been yielded."""
-    batch: list[Page] = []
+def iter_pages(source: Location) -> Iterator[Page]:
+    """Every record of a WARC file (plain, .gz or .zst), in order, as a Page; a damaged file raises
+    CorruptInputError after the pages before the damage."""
     with source.open_read() as raw:
         stream = raw if source.is_local else io.BufferedReader(raw, S3_READ_BYTES)
         try:
             for position, record in enumerate(ArchiveIterator(stream, parse_http=False)):
-                batch.append(_page(record, position, source))
-                if len(batch) >= batch_size:
-                    yield batch
-                    batch = []
+                yield _page(record, position, source)
         except OSError as err:  # FastWARC's parse and decompression errors, or a record cut short
-            if isinstance(err, (FileNotFoundError, StorageError)):
-                raise  # the store's problem: the shard task is retried
-            if batch:
-                yield batch
-            if isinstance(err, CorruptInputError):
-                raise
+            if isinstance(err, (FileNotFoundError, StorageError, CorruptInputError)):
+                raise  # a store's error: the shard task is retried
             raise CorruptInputError(f"{source.uri}: corrupt WARC: {err}") from err
-    if batch:
-        yield batch
 
 
 def _page(record, position: int, source: Location) -> Page:

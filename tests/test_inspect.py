@@ -9,8 +9,8 @@ import sys
 import pyarrow.parquet as pq
 import pytest
 
-FAMILIES = ["ingest", "heuristics", "exact_dedup", "dedup", "quality", "toxicity", "preselect", "color_filter",
-            "rephrase", "tokenize", "pack"]
+FAMILIES = ["ingest", "url_filter", "heuristics", "exact_dedup", "dedup", "decontaminate", "quality", "toxicity",
+            "preselect", "color_filter", "rephrase", "pii", "tokenize", "pack"]
 
 
 def inspect(out, *args) -> str:
@@ -32,9 +32,15 @@ def test_demo_runs_every_stage_family_and_each_keeps_and_drops(mission_demo):
         assert c["rows_out"] > 0, name
         if name == "rephrase":
             assert c["rows_added"] > 0  # synthetic rows made
+        elif name == "pii":  # it redacts, and drops nothing
+            assert c["counters"]["pii_email"] > 0 and c["counters"]["pii_phone"] > 0
         elif name != "pack":  # pack lays documents into sequences and has no rule that drops one
             assert c["rows_rejected"] > 0, name
     # the planted problems reach the stage made for them
+    assert set(stages["url_filter"]["rejected_by_reason"]) == {"blocklist:blocklist.txt"}
+    assert set(stages["decontaminate"]["rejected_by_reason"]) == {"contaminated:benchmark"}
+    assert {"not_a_response", "http_status", "not_html", "truncated_record"} <= set(
+        stages["ingest"]["rejected_by_reason"])  # the WARC shard's records that are not pages
     assert set(stages["quality"]["rejected_by_reason"]) == {"below_threshold"}
     assert stages["toxicity"]["rejected_by_reason"].get("toxic:toxic", 0) > 0
     # CoLoR-Filter keeps its target domain: astronomy articles are a far larger share of what it kept
