@@ -33,8 +33,9 @@ def what_it_did(c: dict) -> str:
     if reasons:
         shown = ", ".join(f"{r} {n:,}" for r, n in reasons[:3])
         parts.append(f"dropped {shown}" + (f" (+{len(reasons) - 3} more reasons)" if len(reasons) > 3 else ""))
-    if c.get("counters"):
-        parts.append(describe_counters(c["counters"]))
+    counters = {k: v for k, v in (c.get("counters") or {}).items() if c["rejected_by_reason"].get(k) != v}
+    if counters:  # (a counter that repeats a reason's count is said once)
+        parts.append(describe_counters(counters))
     return "; ".join(parts) or "passed every document on"
 
 
@@ -42,7 +43,8 @@ def _print_summary(summary: dict) -> None:
     from winnow.stages import STAGES
 
     table = Table(title="winnow run")
-    for col, justify, width in [("stage", "left", 12), ("in", "right", 9), ("kept", "right", 9),
+    longest = max(map(len, summary["stages"]))
+    for col, justify, width in [("stage", "left", max(12, longest)), ("in", "right", 9), ("kept", "right", 9),
                                 ("dropped", "right", 9), ("seconds", "right", 7), ("what it did", "left", 20)]:
         table.add_column(col, justify=justify, no_wrap=True, min_width=width, overflow="ellipsis")
     for name, c in summary["stages"].items():
@@ -57,6 +59,8 @@ def _print_summary(summary: dict) -> None:
     documents = summary.get("documents") or f"{summary['output']}/<stage>"
     console.print(f"documents: {documents}/part-*.parquet, rejects: {summary['output']}/<stage>/rejects/")
     console.print(f"manifests: {summary['output']}/<stage>/_manifest.json, run summary: {summary['output']}/_run.json")
+    if summary.get("hf_dataset"):
+        console.print(f"Hugging Face dataset: {summary['hf_dataset']} (datasets.load_from_disk)")
     if summary.get("report"):
         console.print(f"report: {summary['report']}")
 

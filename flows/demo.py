@@ -221,7 +221,7 @@ def _planted(article_text: str, shard: int, i: int) -> str:
     if i % 20 == 7:
         return f"{article_text}\nQuestions to the editor at editor{shard}@example.org or (202) 555-01{i % 100:02d}."
     if i % 50 == 23:
-        return f"{article_text}\nQuiz: {BENCHMARK_ITEMS[i % len(BENCHMARK_ITEMS)]}"
+        return f"{article_text}\nQuiz: {BENCHMARK_ITEMS[i % len(BENCHMARK_ITEMS)]}."  # a line C4 rules keep
     return article_text
 
 
