@@ -33,9 +33,9 @@ def what_it_did(c: dict) -> str:
     if reasons:
         shown = ", ".join(f"{r} {n:,}" for r, n in reasons[:3])
         parts.append(f"dropped {shown}" + (f" (+{len(reasons) - 3} more reasons)" if len(reasons) > 3 else ""))
-    counters = {k: v for k, v in (c.get("counters") or {}).items() if c["rejected_by_reason"].get(k) != v}
-    if counters:  # (a counter that repeats a reason's count is said once)
-        parts.append(describe_counters(counters))
+    counters = describe_counters(c.get("counters") or {}, c["rejected_by_reason"])
+    if counters:
+        parts.append(counters)
     return "; ".join(parts) or "passed every document on"
 
 

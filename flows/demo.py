@@ -5,9 +5,11 @@ Five shards in the formats users bring (JSONL, JSONL.gz, JSONL.zst, Parquet, and
 style WARC.gz of HTML pages with navigation, scripts and footers around them) holding clean
 articles plus exact duplicates, near duplicates, boilerplate and spam pages, very short and
 very long documents, malformed lines (and, in the WARC, request records, an HTTP 404, an image,
-a record the crawler truncated, pages in Latin-1 and windows-1252), foreign-language pages, low-quality forum chatter (for
-the quality classifier), articles opening with an abusive rant (for the toxicity model), and
-astronomy articles, the target domain of CoLoR-Filter. `demo_models` trains, in seconds, a
+a record the crawler truncated, pages in Latin-1 and windows-1252), pages on a blocklisted domain,
+foreign-language pages, low-quality forum chatter (for the quality classifier), articles opening
+with an abusive rant (for the toxicity model), articles quoting a small benchmark's items or
+giving an e-mail address and phone number, and astronomy articles, the target domain of
+CoLoR-Filter. `demo_models` trains, in seconds, a
 fastText quality classifier, a toxicity model (the real MiniLM encoder fine-tuned, or fastText
 without it), CoLoR-Filter's prior and conditional LMs, and PreSelect's classifier from a family
 of LMs of increasing training.

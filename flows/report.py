@@ -125,8 +125,10 @@ def bars_svg(items: list[tuple[str, float]], title: str, unit: str = "") -> str:
     return "".join(out)
 
 
-def describe_counters(counters: dict[str, int]) -> str:
-    """A stage's counters in one line; real and synthetic tokens with the ratio achieved."""
+def describe_counters(counters: dict[str, int], reasons: dict[str, int] | None = None) -> str:
+    """A stage's counters in one line (those that only repeat a reject reason's count left out); real
+    and synthetic tokens with the ratio achieved."""
+    counters = {k: v for k, v in counters.items() if (reasons or {}).get(k) != v}
     text = ", ".join(f"{name} {n:,}" for name, n in counters.items())
     if counters.get("real_tokens"):
         text += f" (synthetic:real tokens {counters.get('synthetic_tokens', 0) / counters['real_tokens']:.3f})"
@@ -154,11 +156,12 @@ def build_report(output: str | Location, max_values: int = 1_000_000) -> str:
     for name, c in stages.items():
         reasons = ", ".join(f"{html.escape(r)} {n:,}" for r, n in sorted(c.get("rejected_by_reason", {}).items(),
                                                                          key=lambda kv: -kv[1]))
+        counters = describe_counters(c.get("counters") or {}, c.get("rejected_by_reason"))
         body.append(f'<tr data-stage="{html.escape(name)}"><td>{html.escape(name)}</td>'
                     f'<td class="in">{c["rows_in"]:,}</td><td class="made">{c.get("rows_added", 0):,}</td>'
                     f'<td class="kept">{c["rows_out"]:,}</td><td class="rejected">{c["rows_rejected"]:,}</td>'
                     f'<td>{c.get("seconds", 0):.1f}</td><td class="reasons">{reasons or "-"}</td>'
-                    f'<td class="counters">{html.escape(describe_counters(c.get("counters") or {})) or "-"}</td></tr>')
+                    f'<td class="counters">{html.escape(counters) or "-"}</td></tr>')
     body.append("</table>")
     if stages:
         body.append(bars_svg([(n, c["rows_out"]) for n, c in stages.items()], "documents kept after each stage"))

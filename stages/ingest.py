@@ -20,8 +20,8 @@ from pydantic import Field, field_validator
 
 from winnow.schemas.config import InputConfig, StageConfig
 from winnow.schemas.documents import DOCUMENT_SCHEMA, reject_schema_for
-from winnow.stages.base import RunContext, Stage, StageResult
 from winnow.stages import warc
+from winnow.stages.base import RunContext, Stage, StageResult
 from winnow.storage.fs import Location, StorageError
 from winnow.storage.shards import (
     CorruptInputError,

@@ -175,4 +175,5 @@ def check_extractor(extractor: str) -> None:
         try:
             import trafilatura  # noqa: F401
         except ImportError:
-            raise ValueError("html_extractor: trafilatura is not installed (pip install 'winnow[trafilatura]')") from None
+            raise ValueError("html_extractor: trafilatura is not installed "
+                             "(pip install 'winnow[trafilatura]')") from None

@@ -3,7 +3,8 @@
 Read: a directory written by `save_to_disk` (a Dataset: `state.json` naming its Arrow files; a
 DatasetDict: `dataset_dict.json` naming its splits) or a local copy of a Hub dataset repository
 (Parquet/JSONL/Arrow files with its `README.md`, whose `configs:` YAML says which files make which
-split; without it, a file belongs to a split whose name is a word of its path, as on the Hub).
+split; without it, a file belongs to a split whose name is a word of its path, as on the Hub, and
+with no split asked for the directory is not treated as a dataset at all: `input.glob` applies).
 
 Write: the `save_to_disk` layout (Arrow IPC stream files, `state.json`, `dataset_info.json`), so
 `datasets.load_from_disk(path)` opens the run's output with no conversion. Only `datasets`' file
@@ -60,7 +61,7 @@ def _choose(splits: list[str], split: str | None, root: Location) -> list[str]:
     return [split]
 
 
-def _hub_files(root: Location, split: str | None, config_name: str | None) -> list[Location]:
+def _hub_files(root: Location, split: str | None, config_name: str | None) -> list[Location] | None:
     files = [f for f in root.list_files() if _data_format(f)]
     rel = {f.uri: f.uri[len(root.uri.rstrip("/")) + 1:] for f in files}
     configs = _card(root).get("configs") or []
@@ -68,7 +69,7 @@ def _hub_files(root: Location, split: str | None, config_name: str | None) -> li
         if config_name is not None:
             raise DatasetLayoutError(f"{root.uri}: README.md declares no configs, so there is no {config_name!r}")
         if split is None:
-            return files
+            return None  # nothing to choose: the directory is read as any other, `input.glob` and all
         word = re.compile(rf"(^|[/_.\-]){re.escape(split)}([/_.\-]|$)")
         return [f for f in files if word.search(rel[f.uri])]
     names = [c.get("config_name", "default") for c in configs]

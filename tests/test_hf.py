@@ -105,6 +105,10 @@ def test_a_hub_layout_directory_reads_the_files_its_card_gives_each_split(tmp_pa
                                       split="validation", cache_dir=str(tmp_path / "cache"))
     docs = ingest_all(config(root, tmp_path / "out", split="validation"))
     assert [d["id"] for d in docs] == [r["id"] for r in reference]
+    # and with no split asked for, it is a directory like any other: `input.glob` chooses
+    docs = ingest_all(config(root, tmp_path / "out", glob="*-00000-of-*"))
+    expected = [f"doc-{i}" for i in range(12)] + [f"doc-{50 + i}" for i in range(6)]
+    assert sorted(d["id"] for d in docs) == sorted(expected)
 
 
 def test_split_is_refused_for_a_plain_directory(tmp_path):
@@ -119,5 +123,6 @@ def test_arrow_files_in_stream_and_file_format(tmp_path):
         writer.write_table(table)
     with pa.ipc.new_stream(str(tmp_path / "b.arrow"), table.schema) as writer:
         writer.write_table(table)
-    docs = ingest_all({"input": {"uri": str(tmp_path)}, "output": str(tmp_path / "out"), "stages": [{"name": "ingest"}]})
+    docs = ingest_all({"input": {"uri": str(tmp_path)}, "output": str(tmp_path / "out"),
+                       "stages": [{"name": "ingest"}]})
     assert [(d["text"], json.loads(d["meta"])) for d in docs] == [("one text", {"n": 1}), ("two texts", {"n": 2})] * 2

@@ -32,8 +32,8 @@ def ingest_warc(path, extractor="resiliparse", batch_size=10):
 def records_by_fastwarc(path):
     """(type, id, url) of every record, as FastWARC reads the file on its own."""
     with open(path, "rb") as f:
-        return [(r.headers.get("WARC-Type"), r.record_id.strip("<>"), (r.headers.get("WARC-Target-URI") or "").strip("<>"))
-                for r in ArchiveIterator(f, parse_http=False)]
+        return [(r.headers.get("WARC-Type"), r.record_id.strip("<>"),
+                 (r.headers.get("WARC-Target-URI") or "").strip("<>")) for r in ArchiveIterator(f, parse_http=False)]
 
 
 @pytest.mark.parametrize("name,responses", [("warc__sample-0000.warc.gz", 22), ("warc__sample-0001.warc.gz", 15)])
@@ -112,7 +112,8 @@ def test_records_that_are_not_whole_html_pages_are_rejected_with_their_reasons(t
         {"type": "request", "url": "https://example.test/", "block": b"GET / HTTP/1.1\r\n\r\n"},
         {"type": "response", "url": "https://example.test/ok", "block": http_response(page)},
         {"type": "response", "url": "https://example.test/moved", "block": http_response(page, status="301 Moved")},
-        {"type": "response", "url": "https://example.test/a.pdf", "block": http_response(b"%PDF-1.4", "application/pdf")},
+        {"type": "response", "url": "https://example.test/a.pdf",
+         "block": http_response(b"%PDF-1.4", "application/pdf")},
         {"type": "response", "url": "https://example.test/cut", "block": http_response(page[:100]),
          "headers": {"WARC-Truncated": "length"}},
         {"type": "response", "url": "https://example.test/gz", "block": b"HTTP/1.1 200 OK\r\nContent-Type: text/html"
@@ -124,7 +125,8 @@ def test_records_that_are_not_whole_html_pages_are_rejected_with_their_reasons(t
         {"type": "response", "url": "https://example.test/latin", "block": http_response(
             html_page("Caf\u00e9 page\nA cr\u00e8me br\u00fbl\u00e9e for the caf\u00e9.", "x").encode("latin-1"),
             "text/html; charset=ISO-8859-1")},
-        {"type": "response", "url": "https://example.test/empty", "block": http_response(b"<html><body></body></html>")},
+        {"type": "response", "url": "https://example.test/empty",
+         "block": http_response(b"<html><body></body></html>")},
         {"type": "metadata", "url": "https://example.test/ok", "block": b"fetchTimeMs: 12\r\n"},
     ]
     path = tmp_path / "mixed.warc.gz"
