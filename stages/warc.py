@@ -63,7 +63,7 @@ def iter_pages(source: Location) -> Iterator[Page]:
                 yield _page(record, position, source)
         except OSError as err:  # FastWARC's parse and decompression errors, or a record cut short
             if isinstance(err, (FileNotFoundError, StorageError, CorruptInputError)):
-                raise  # a store's error: the shard task is retried
+                raise  # the store's error (the shard task is retried), or already said
             raise CorruptInputError(f"{source.uri}: corrupt WARC: {err}") from err
 
 
@@ -121,9 +121,14 @@ def _decoded_body(payload: bytes, http: HeaderMap) -> bytes:
 
 def _decode_text(page: Page, payload: bytes, declared: str | None) -> Page:
     """Decoded strictly: the HTTP charset, else the page's meta charset or the one detected."""
+    def candidates():
+        if declared:
+            yield declared
+        yield detect_encoding(payload, from_html_meta=True)  # only when needed: it costs
+
     tried = []
-    for charset in (declared, detect_encoding(payload, from_html_meta=True)):
-        if not charset or charset in tried:
+    for charset in candidates():
+        if charset in tried:
             continue
         tried.append(charset)
         try:

@@ -85,6 +85,27 @@ def test_jsonl_is_streamed_in_large_ranges_not_one_request_per_chunk(s3_server):
     assert sum(method == "GET" for method, _, _ in proxy.log) == -(-len(body) // S3_READ_BYTES)  # 2, not ~200
 
 
+def test_a_warc_on_s3_behind_a_throttling_store_reads_as_from_disk(s3_server):
+    from conftest import shared
+    from winnow.schemas.config import InputConfig
+    from winnow.stages.base import RunContext
+    from winnow.stages.ingest import Ingest, IngestConfig
+
+    path = shared("web/dolma_test_fixtures/warc__sample-0001.warc.gz")
+    boto3.client("s3", endpoint_url=s3_server).put_object(Bucket=BUCKET, Key="warc/a.warc.gz", Body=path.read_bytes())
+
+    def ingest(uri: str, s3: S3Config | None = None):
+        root = uri.rsplit("/", 1)[0]
+        stage = Ingest(IngestConfig(), RunContext(input=InputConfig(uri=root, source="cc"), input_root=root))
+        results = list(stage.process_shard(resolve(uri, s3), 10))
+        return [r.kept.to_pylist() for r in results], [r.rejects.column("id").to_pylist() for r in results]
+
+    with FaultyS3Proxy(s3_server, throttle=0.5, drop=0.0, seed=1) as proxy:
+        from_s3 = ingest(f"s3://{BUCKET}/warc/a.warc.gz", S3Config(endpoint_url=proxy.url))
+    assert from_s3 == ingest(str(path)) and sum(map(len, from_s3[0])) == 15
+    assert proxy.count("throttled") > 0
+
+
 def test_a_long_run_of_writes_under_heavy_throttling_loses_none(s3_server):
     """Retries must not run out over a job's life: the AWS SDK's "standard" strategy stops retrying
     once its per-client quota is spent (here after ~100 retries), failing the next throttled write."""
