@@ -60,6 +60,10 @@ def test_a_saved_dataset_runs_through_winnow_run_and_its_hf_output_loads_with_th
     expected = read_kept(resolve(str(tmp_path / "out")), "exact_dedup", columns)  # the final documents, in order
     assert loaded.num_rows == 60
     assert loaded.to_list() == expected.to_pylist()
+    # load_dataset refuses a save_to_disk directory, but its generic Arrow builder reads the same files
+    generic = datasets.load_dataset("arrow", data_files=str(tmp_path / "out" / "hf" / "data-*.arrow"), split="train",
+                                    cache_dir=str(tmp_path / "cache"))
+    assert generic.to_list() == expected.to_pylist()
     # and they are the input's rows: ids, texts, urls, the other fields in meta
     original = {row["id"]: row for row in dataset.to_list()}
     for row in loaded:
