@@ -155,3 +155,19 @@ def test_records_that_are_not_whole_html_pages_are_rejected_with_their_reasons(t
     assert by_url["https://example.test/bad-gzip"][0] == "undecodable"
     bad = rejects.filter(pa.compute.equal(rejects["reject_reason"], "undecodable"))
     assert bad.column("raw")[0].as_py() == b"not gzip at all"  # the payload is kept for inspection
+
+
+def test_plain_and_zstd_warc_read_as_gzip(tmp_path):
+    import gzip
+
+    import zstandard
+
+    source = shared(f"{FIXTURES}/warc__sample-0001.warc.gz")
+    data = gzip.decompress(source.read_bytes())
+    (tmp_path / "a.warc").write_bytes(data)
+    (tmp_path / "a.warc.zst").write_bytes(zstandard.ZstdCompressor().compress(data))
+    expected, expected_rejects = ingest_warc(source)
+    for name in ("a.warc", "a.warc.zst"):
+        kept, rejects = ingest_warc(tmp_path / name)
+        assert kept.select(["id", "text", "url"]) == expected.select(["id", "text", "url"])
+        assert rejects.column("id") == expected_rejects.column("id")
