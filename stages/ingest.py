@@ -43,6 +43,10 @@ class IngestConfig(StageConfig):
     on_corrupt_file: Literal["reject", "fail"] = Field(
         "reject", description="a truncated/corrupt file: keep what was read and reject the rest, or fail the run"
     )
+    non_response_records: Literal["reject", "count"] = Field(
+        "reject", description="WARC request/metadata/warcinfo records: a reject row each, or only counted by type "
+                              "in the manifest (`warc_skipped:<type>`; about two thirds of a Common Crawl file)"
+    )
     html_extractor: Literal[warc.EXTRACTORS] = Field(
         "resiliparse", description="main-text extraction of WARC pages: resiliparse (fast, DCLM's) or trafilatura"
     )
@@ -123,27 +127,32 @@ class _Converter:
     def convert_warc(self, source: Location, batch_size: int) -> Iterator[StageResult]:
         """A WARC file's records: each page's main text a document, each other record a reject. Pages
         are extracted as they are read, so a batch holds texts, not HTML."""
-        outcomes = []
+        outcomes, skipped = [], {}
+        count_only = self.config.non_response_records == "count"
         try:
             for page in warc.iter_pages(source):
                 self._next_position()
+                if count_only and page.reason == "not_a_response":
+                    key = f"warc_skipped:{page.record_type}"
+                    skipped[key] = skipped.get(key, 0) + 1
+                    continue
                 row_id = page.record_id or f"{self.rel}:{page.position}"
                 outcomes.append((row_id, page.raw, self._page_document(page, row_id)))
                 if len(outcomes) >= batch_size:
-                    yield self._result(outcomes)
-                    outcomes = []
+                    yield self._result(outcomes, skipped)
+                    outcomes, skipped = [], {}
         except CorruptInputError:
-            if outcomes:
-                yield self._result(outcomes)
+            if outcomes or skipped:
+                yield self._result(outcomes, skipped)
             raise
-        if outcomes:
-            yield self._result(outcomes)
+        if outcomes or skipped:
+            yield self._result(outcomes, skipped)
 
     def _next_position(self) -> int:
         self.index += 1
         return self.index - 1
 
-    def _result(self, outcomes: list) -> StageResult:
+    def _result(self, outcomes: list, counters: dict[str, int] | None = None) -> StageResult:
         """(id, raw, document dict or (reason, detail, fields)) per row -> kept table and rejects table."""
         docs: dict[str, list] = {name: [] for name in DOCUMENT_SCHEMA.names}
         rejects: dict[str, list] = {name: [] for name in REJECT_SCHEMA.names}
@@ -159,7 +168,7 @@ class _Converter:
                 for name in REJECT_SCHEMA.names:
                     rejects[name].append(row[name])
         return StageResult(len(outcomes), pa.table(docs, schema=DOCUMENT_SCHEMA),
-                           pa.table(rejects, schema=REJECT_SCHEMA))
+                           pa.table(rejects, schema=REJECT_SCHEMA), counters=counters or {})
 
     def corrupt_rest(self, message: str) -> StageResult:
         """One reject standing for the unreadable remainder of a damaged file."""

@@ -43,6 +43,7 @@ class Page:
     """A decoded HTML response, or why a record is not one (`reason`, `detail`)."""
 
     position: int  # the record's index in its file
+    record_type: str | None  # WARC-Type: response, request, metadata, ...
     record_id: str | None
     url: str | None
     date: str | None
@@ -69,8 +70,8 @@ def iter_pages(source: Location) -> Iterator[Page]:
 
 def _page(record, position: int, source: Location) -> Page:
     headers = record.headers
-    page = Page(position, _unbracket(record.record_id), _unbracket(headers.get("WARC-Target-URI")),
-                headers.get("WARC-Date"))
+    page = Page(position, headers.get("WARC-Type"), _unbracket(record.record_id),
+                _unbracket(headers.get("WARC-Target-URI")), headers.get("WARC-Date"))
     is_response = record.record_type == WarcRecordType.response
     # Every block is read to its end: one shorter than its Content-Length means the file stops here.
     block = record.reader.read() if is_response else b""
@@ -82,7 +83,7 @@ def _page(record, position: int, source: Location) -> Page:
         raise CorruptInputError(f"{source.uri}: record {position} ({page.record_id}) ends after {size} of its "
                                 f"{record.content_length} bytes: the file is truncated")
     if not is_response:
-        return _reject(page, "not_a_response", f"a {record.headers.get('WARC-Type')} record")
+        return _reject(page, "not_a_response", f"a {page.record_type} record")
     if headers.get("WARC-Truncated"):
         return _reject(page, "truncated_record", f"payload cut by the crawler ({headers.get('WARC-Truncated')})")
     http = HeaderMap()

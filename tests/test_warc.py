@@ -18,14 +18,18 @@ FIXTURES = "web/dolma_test_fixtures"
 EXTRACTORS = ["resiliparse", "trafilatura"]
 
 
-def ingest_warc(path, extractor="resiliparse", batch_size=10):
+def ingest_warc(path, extractor="resiliparse", batch_size=10, counters: dict | None = None, **ingest):
     root = str(path.parent)
-    stage = Ingest(IngestConfig(html_extractor=extractor), RunContext(input=InputConfig(uri=root), input_root=root))
+    stage = Ingest(IngestConfig(html_extractor=extractor, **ingest),
+                   RunContext(input=InputConfig(uri=root), input_root=root))
     results = list(stage.process_shard(resolve(str(path)), batch_size))
     kept = pa.concat_tables([r.kept for r in results])
     rejects = pa.concat_tables([r.rejects for r in results])
     assert sum(r.rows_in for r in results) == kept.num_rows + rejects.num_rows
     validate_documents(kept)
+    counters = {} if counters is None else counters
+    for key, n in ((k, n) for r in results for k, n in r.counters.items()):
+        counters[key] = counters.get(key, 0) + n
     return kept, rejects
 
 
@@ -53,6 +57,17 @@ def test_every_record_of_a_real_warc_is_a_document_or_a_reject(name, responses):
     assert sorted(rejects.column("reject_detail").to_pylist()) == expected
     for meta in map(json.loads, kept.column("meta").to_pylist()):
         assert meta["warc_record_id"] and meta["warc_date"].startswith("2024-04-25T")
+
+
+def test_non_response_records_can_be_counted_instead_of_rejected():
+    path = shared(f"{FIXTURES}/warc__sample-0000.warc.gz")
+    counters: dict = {}
+    kept, rejects = ingest_warc(path, counters=counters, non_response_records="count")
+    full, _ = ingest_warc(path)
+    assert kept == full and rejects.num_rows == 0
+    types = [kind for kind, _, _ in records_by_fastwarc(path) if kind != "response"]
+    assert counters == {f"warc_skipped:{t}": types.count(t) for t in set(types)}
+    assert counters["warc_skipped:request"] == 22
 
 
 @pytest.mark.parametrize("extractor", EXTRACTORS)
