@@ -321,14 +321,14 @@ def _warc_records(rng: random.Random, shard: int, n: int, pool: list[str]) -> li
 
 
 def write_warc(path: str | Path, records: list[dict], seed: int = 0) -> None:
-    """A WARC.gz of `records` ({type, block, url?, headers?}), one gzip member per record, with ids and
-    dates fixed by `seed` (the same file for the same records)."""
-    from fastwarc.stream_io import GzipWriter
+    """A WARC.gz of `records` ({type, block, url?, headers?}), one gzip member per record as Common Crawl
+    writes them, with ids and dates fixed by `seed` (the same file for the same records)."""
+    import io
+
     from fastwarc.warc import WarcRecord, WarcRecordType
 
     rng = random.Random(seed)
     with open(path, "wb") as f:
-        writer = GzipWriter(f)
         for i, spec in enumerate(records):
             record = WarcRecord()
             record.init_headers(getattr(WarcRecordType, spec["type"]))
@@ -339,8 +339,9 @@ def write_warc(path: str | Path, records: list[dict], seed: int = 0) -> None:
             for key, value in spec.get("headers", {}).items():
                 record.headers[key] = value
             record.set_bytes_content(spec["block"])
-            record.write(writer)
-        writer.close()
+            member = io.BytesIO()
+            record.write(member)
+            f.write(gzip.compress(member.getvalue(), mtime=0))
 
 
 def demo_config(input_dir: str, output_dir: str, tokenizer: str | None = None, langid: bool = False,
