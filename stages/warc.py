@@ -163,13 +163,16 @@ def _unbracket(value: str | None) -> str | None:
 
 
 def extract(html: str, extractor: str, url: str | None = None) -> tuple[str, str | None]:
-    """(main text, page title) of an HTML page."""
+    """(main text, page title) of an HTML page. trafilatura runs as FineWeb ran it (precision over
+    recall, no comments) but without its cross-page deduplication, which would make a page's text
+    depend on the pages a worker saw before it; the title is Resiliparse's either way (trafilatura's
+    metadata extraction would double its time)."""
+    tree = HTMLTree.parse(html)
     if extractor == "trafilatura":
         import trafilatura
 
-        doc = trafilatura.bare_extraction(html, url=url, include_comments=False, with_metadata=True)
-        return ((doc.text or "").strip(), doc.title) if doc is not None else ("", None)
-    tree = HTMLTree.parse(html)
+        text = trafilatura.extract(html, url=url, favor_precision=True, include_comments=False, deduplicate=False)
+        return (text or "").strip(), (tree.title or None)
     text = extract_plain_text(tree, preserve_formatting=True, main_content=True, list_bullets=True,
                               alt_texts=False, links=False, form_fields=False, noscript=False, comments=False)
     return text.strip(), (tree.title or None)
