@@ -9,8 +9,8 @@ and every record ends as a page or as a reason it is not one:
   not_html         a payload that is not HTML (the detail gives its Content-Type)
   undecodable      a content or transfer encoding that cannot be undone, or bytes that are not
                    text in the declared charset nor in the one detected
-and a record whose block ends before its Content-Length (a truncated file) raises
-CorruptInputError: ingest rejects the rest of the file as `corrupt_file`.
+and a record whose block ends before its Content-Length, or that has none (its headers were cut),
+means the file is truncated: CorruptInputError, and ingest rejects the rest as `corrupt_file`.
 
 Main text comes from Resiliparse (DCLM's extractor, the default) or trafilatura (FineWeb's), both
 with their main-content heuristics on; `benchmarks/warc.py` measures them.
