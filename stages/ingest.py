@@ -237,12 +237,11 @@ class _Converter:
     def _page_document(self, page: warc.Page, row_id: str):
         """A WARC page's main text as a document; its record's reason if it is not a page."""
         meta = {"warc_record_id": page.record_id, "warc_date": page.date}
-        fields = {"url": page.url, "meta": json.dumps(meta)}
         if page.reason:
-            return page.reason, page.detail, fields
+            return page.reason, page.detail, {"url": page.url, "meta": json.dumps(meta)}
         text, title = warc.extract(page.html, self.config.html_extractor, page.url)
-        meta.update(title=title, charset=page.charset)
-        fields["meta"] = json.dumps(meta, ensure_ascii=False)
+        fields = {"url": page.url, "meta": json.dumps({**meta, "title": title, "charset": page.charset},
+                                                      ensure_ascii=False)}
         return self._checked(text, fields, lambda: self._unique(row_id))
 
     def _checked(self, text: str, fields: dict, doc_id):

@@ -17,14 +17,12 @@ import fnmatch
 import json
 import os
 import re
-import tempfile
-import uuid
 
 import pyarrow as pa
 import yaml
 
 from winnow.storage.fs import Location
-from winnow.storage.shards import detect_format, iter_parquet_batches, parquet_schema, upload_file
+from winnow.storage.shards import detect_format, iter_parquet_batches, parquet_schema, publish, temp_path_for
 
 DATA_FORMATS = ("parquet", "jsonl", "arrow")
 
@@ -114,19 +112,14 @@ def _data_format(loc: Location) -> bool:
 def write_part(source: Location, target: Location, batch_size: int) -> int:
     """One kept Parquet shard as one Arrow IPC stream file (what `save_to_disk` writes), streamed
     batch by batch through a temporary file that becomes visible whole; its rows."""
-    tmp_dir = os.path.dirname(target.path) if target.is_local else tempfile.gettempdir()
-    os.makedirs(tmp_dir, exist_ok=True)
-    tmp = os.path.join(tmp_dir, f".tmp-{uuid.uuid4().hex}-{os.path.basename(target.path)}")
+    tmp = temp_path_for(target)
     rows = 0
     try:
         with pa.OSFile(tmp, "wb") as sink, pa.ipc.new_stream(sink, parquet_schema(source)) as writer:
             for batch in iter_parquet_batches(source, batch_size):
                 writer.write_batch(batch)
                 rows += batch.num_rows
-        if target.is_local:
-            os.replace(tmp, target.path)
-        else:
-            upload_file(tmp, target)
+        publish(tmp, target)
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)

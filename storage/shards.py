@@ -156,9 +156,7 @@ class ShardWriter:
 
     def __init__(self, loc: Location, schema: pa.Schema, compression: str = "zstd"):
         self.loc, self.schema, self.rows = loc, schema, 0
-        tmp_dir = os.path.dirname(loc.path) if loc.is_local else tempfile.gettempdir()
-        os.makedirs(tmp_dir, exist_ok=True)
-        self._tmp = os.path.join(tmp_dir, f".tmp-{uuid.uuid4().hex}-{os.path.basename(loc.path)}")
+        self._tmp = temp_path_for(loc)
         self._stream = open(self._tmp, "wb")
         self._sink = _HashingSink(self._stream)
         self._writer = pq.ParquetWriter(pa.PythonFile(self._sink, mode="w"), schema, compression=compression)
@@ -176,13 +174,7 @@ class ShardWriter:
         self._stream.flush()
         os.fsync(self._stream.fileno())
         self._stream.close()
-        if self.loc.is_local:
-            os.replace(self._tmp, self.loc.path)
-        else:
-            try:
-                upload_file(self._tmp, self.loc)
-            finally:
-                os.remove(self._tmp)
+        publish(self._tmp, self.loc)
         return {"rows": self.rows, "bytes": self._sink.nbytes, "sha256": self._sink.sha256.hexdigest()}
 
     def abort(self) -> None:
@@ -200,6 +192,26 @@ class ShardWriter:
     def __exit__(self, exc_type, exc, tb) -> None:
         if exc_type is not None:
             self.abort()
+
+
+def temp_path_for(loc: Location) -> str:
+    """A fresh local temporary name for a file bound for `loc`: beside it locally (so `publish` is a
+    rename), in the system temp directory for S3."""
+    tmp_dir = os.path.dirname(loc.path) if loc.is_local else tempfile.gettempdir()
+    os.makedirs(tmp_dir, exist_ok=True)
+    return os.path.join(tmp_dir, f".tmp-{uuid.uuid4().hex}-{os.path.basename(loc.path)}")
+
+
+def publish(tmp: str, loc: Location) -> None:
+    """Make a finished temporary file visible at `loc` whole: renamed into place, or uploaded as one
+    object and removed."""
+    if loc.is_local:
+        os.replace(tmp, loc.path)
+        return
+    try:
+        upload_file(tmp, loc)
+    finally:
+        os.remove(tmp)
 
 
 def upload_file(local_path: str, loc: Location) -> None:
