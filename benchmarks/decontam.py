@@ -37,7 +37,7 @@ def winnow(texts: list[str]) -> tuple[float, float, int, int]:
     sources = [{"path": str(p)} for p in sorted(BENCHMARKS.glob("*.jsonl"))]
     stage = Decontaminate(DecontaminateConfig(name="decontaminate", benchmarks=sources))
     built = time.perf_counter() - start
-    index = stage.models
+    index = stage.index
     tables = [pa.Table.from_pylist([{"id": str(i + j), "text": t, "source": "c4"} for j, t in
                                     enumerate(texts[i:i + 1000])], schema=DOCUMENT_SCHEMA)
               for i in range(0, len(texts), 1000)]

@@ -24,7 +24,7 @@ from dedup_vs_datatrove import PeakRSS  # noqa: I001 - sibling benchmark module
 
 def short_documents(n: int, seed: int = 0) -> list[str]:
     from winnow.flows.demo import TOPICS, _sentence
-    from winnow.stages.dedup_eval import edit
+    from dedup_eval import edit
 
     rng = random.Random(seed)
     topics = sorted(TOPICS)
@@ -51,7 +51,9 @@ def main() -> None:
     from winnow.stages.dedup import DedupConfig
     from winnow.schemas.documents import DOCUMENT_SCHEMA
     from winnow.stages.dedup import Dedup
-    from winnow.stages.runtime import RuntimeOptions, Shard, run_stage
+    from support import run_stage
+
+from winnow.runtime import RuntimeOptions, Shard
     from winnow.storage.fs import resolve
 
     work = Path(tempfile.mkdtemp(prefix="dedup-scale-"))

@@ -106,7 +106,9 @@ def run_winnow(paths: list[Path], out: Path, cpus: int) -> tuple[set[str], float
     import ray
 
     from winnow.stages.dedup import Dedup, DedupConfig
-    from winnow.stages.runtime import RuntimeOptions, Shard, run_stage
+    from support import run_stage
+
+from winnow.runtime import RuntimeOptions, Shard
     from winnow.storage.fs import resolve
 
     ray.init(address="local", num_cpus=cpus, include_dashboard=False, log_to_driver=False)
@@ -174,7 +176,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from winnow.stages.dedup import DedupConfig
-    from winnow.stages.dedup_eval import brute_force_truth, edited_corpus, family
+    from dedup_eval import brute_force_truth, edited_corpus, family
 
     originals = real_texts()
     ids, texts = edited_corpus(originals, copies=args.docs, seed=0)

@@ -96,7 +96,8 @@ def worker_peak_rss(n_docs: int, workdir: Path) -> float:
                              "url": [None] * n_docs, "meta": [None] * n_docs}, schema=DOCUMENT_SCHEMA), shard)
     code = f"""
 from winnow.stages.heuristics import Heuristics, HeuristicsConfig
-from winnow.stages.runtime import Shard, Step, process_segment
+from winnow.runtime import Shard, Step
+from winnow.runtime.segments import process_segment
 from winnow.storage.fs import resolve
 out = resolve({str(workdir / f'out-{n_docs}')!r})
 step = Step(Heuristics(HeuristicsConfig(name='heuristics')), out, 'bench')

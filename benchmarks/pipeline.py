@@ -206,7 +206,7 @@ def family_overlap(a: set, b: set) -> str:
     same clusters can keep different members."""
     from collections import Counter
 
-    from winnow.stages.dedup_eval import family
+    from dedup_eval import family
 
     fa, fb = Counter(map(family, a)), Counter(map(family, b))
     differ = sum(((fa - fb) + (fb - fa)).values())
@@ -225,7 +225,7 @@ def main() -> None:
     args = parser.parse_args()
 
     import ray
-    from winnow.stages.dedup_eval import edited_corpus
+    from dedup_eval import edited_corpus
 
     ids, texts = edited_corpus(real_texts(), copies=args.docs, seed=0)
     ids, texts = ids[: args.docs], texts[: args.docs]

@@ -83,7 +83,9 @@ def peak_mib(device) -> str:
 def bench_transformer(web: list[str], n_docs: int, work: Path, args) -> None:
     from contextlib import nullcontext
 
-    from winnow.scorers.transformer import TransformerScorer, make_tiny_classifier
+    from support import make_tiny_classifier
+
+from winnow.scorers.transformer import TransformerScorer
 
     path = make_tiny_classifier(work / "model", web[:500], num_labels=2, hidden=args.hidden, layers=args.layers,
                                 heads=args.heads, intermediate=args.intermediate, vocab_size=args.vocab)

@@ -48,8 +48,10 @@ def main() -> None:
     from winnow.schemas.documents import DOCUMENT_SCHEMA
     from winnow.stages.base import RunContext
     from winnow.stages.pack import Pack
-    from winnow.stages.packing import bfd, concat
-    from winnow.stages.runtime import RuntimeOptions, Shard, run_stage
+    from winnow.stages.lib.packing import bfd, concat
+    from support import run_stage
+
+from winnow.runtime import RuntimeOptions, Shard
     from winnow.stages.tokenize import Tokenize
     from winnow.storage.fs import resolve
 

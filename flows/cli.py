@@ -1,4 +1,5 @@
-"""The `winnow` command line: run, demo, validate, report, inspect, decontam-report, deploy, serve, train."""
+"""The `winnow` command line: run, demo, validate, report, inspect, deploy, serve, train, and the commands
+stages add (`Stage.commands`, e.g. decontam-report)."""
 
 from __future__ import annotations
 
@@ -33,7 +34,7 @@ def what_it_did(c: dict) -> str:
     if reasons:
         shown = ", ".join(f"{r} {n:,}" for r, n in reasons[:3])
         parts.append(f"dropped {shown}" + (f" (+{len(reasons) - 3} more reasons)" if len(reasons) > 3 else ""))
-    counters = describe_counters(c.get("counters") or {}, c["rejected_by_reason"])
+    counters = describe_counters(c["stage"], c.get("counters") or {}, c["rejected_by_reason"])
     if counters:
         parts.append(counters)
     return "; ".join(parts) or "passed every document on"
@@ -123,26 +124,6 @@ def _inspect(args: argparse.Namespace) -> int:
             decided = sample.detail if sample.reason else describe(sample.annotations)
             say(f"  [{sample.reason or 'kept'}] {sample.id} ({sample.source}) {decided or ''}".rstrip())
             say(f"      {sample.snippet}")
-    return 0
-
-
-def _decontam_report(args: argparse.Namespace) -> int:
-    from winnow.stages.decontaminate import contamination, per_benchmark
-    from winnow.storage.fs import resolve
-
-    found = contamination(resolve(args.output), args.stage)
-    if not found:
-        console.print(f"no benchmark item was found by stage {args.stage!r} in {args.output}")
-        return 0
-    table = Table(title="benchmark items found in the corpus")
-    for col in ("benchmark", "items found", "documents"):
-        table.add_column(col, justify="left" if col == "benchmark" else "right")
-    for name, (items, docs) in per_benchmark(found).items():
-        table.add_row(name, f"{items:,}", f"{docs:,}")
-    console.print(table)
-    print("item\tdocuments")  # tab-separated, to paste into a contamination table
-    for item, docs in found.items():
-        print(f"{item}\t{docs}")
     return 0
 
 
@@ -382,10 +363,6 @@ def build_parser() -> argparse.ArgumentParser:
                          "dropped and why, or what each stage found")
     inspect.set_defaults(func=_inspect)
 
-    decontam = sub.add_parser("decontam-report", help="the benchmark items a run's decontamination found")
-    decontam.add_argument("output", help="the run's output directory or s3:// URI")
-    decontam.add_argument("--stage", default="decontaminate", help="the decontamination stage's name")
-    decontam.set_defaults(func=_decontam_report)
 
     deploy = sub.add_parser("deploy", help="create a scheduled Prefect deployment of a config")
     deploy.add_argument("config", help="run config (YAML); its content is stored in the deployment")
@@ -405,6 +382,14 @@ def build_parser() -> argparse.ArgumentParser:
     validate = sub.add_parser("validate", help="check a config and list its input without running anything")
     validate.add_argument("config")
     validate.set_defaults(func=_validate)
+
+    from winnow.stages import STAGES
+
+    for stage in STAGES.values():  # what a stage adds (e.g. decontam-report)
+        for command in stage.commands():
+            added = sub.add_parser(command.name, help=command.help)
+            command.add_arguments(added)
+            added.set_defaults(func=command.run)
     return parser
 
 
@@ -425,10 +410,12 @@ class _WithoutTraceback(logging.Filter):
 def main(argv: list[str] | None = None) -> int:
     from winnow.flows.curate import InputError
     from winnow.schemas.config import ConfigError
-    from winnow.stages.runtime import StageFailedError
+    from winnow.runtime import StageFailedError
+    from winnow.stages import StageFileError
     from winnow.storage.lock import OutputLockedError
 
-    explained = (ConfigError, InputError, StageFailedError, OutputLockedError, FileNotFoundError, ValueError)
+    explained = (ConfigError, InputError, StageFailedError, StageFileError, OutputLockedError, FileNotFoundError,
+                 ValueError)
     logging.getLogger("prefect.flow_runs").addFilter(_WithoutTraceback(explained))
     args = build_parser().parse_args(argv)
     try:

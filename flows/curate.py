@@ -1,5 +1,5 @@
 """The `curate` Prefect flow: the configured stages in order, one Prefect task per segment (the
-stages that run together in one Ray task per shard: see `winnow.stages.runtime`).
+stages that run together in one Ray task per shard: see `winnow.runtime.segments`).
 
 Prefect gives the run its orchestration (state, retries, logs, schedules); each task drives Ray,
 which does the work. With PREFECT_API_URL unset Prefect uses its ephemeral local API.
@@ -20,13 +20,12 @@ from prefect.cache_policies import NO_CACHE
 from winnow.flows.report import write_report
 from winnow.schemas.config import RunConfig, apply_overrides, load_config, parse_config
 from winnow.stages import Stage, build_stage
-from winnow.stages.runtime import RuntimeOptions, SegmentResult, Shard, Step, ray_session, run_segment, segments
+from winnow.runtime import RuntimeOptions, SegmentResult, Shard, Step, ray_session, run_segment, segments
 from winnow.storage.fs import Location, resolve
 from winnow.storage.hf import DatasetLayoutError, dataset_files, part_names, write_metadata, write_part
 from winnow.storage.lock import output_lock
+from winnow.storage.manifest import RUN_SUMMARY
 from winnow.storage.shards import detect_format
-
-RUN_SUMMARY = "_run.json"
 
 
 class InputError(ValueError):
@@ -130,8 +129,8 @@ def curate(config: RunConfig | dict | str, ray_address: str | None = None, out: 
         summary: dict[str, Any] = {"output": output.uri, "run_id": run_id, "stages": {},
                                    "config": config.model_dump(mode="json")}
         # Every stage is built (models' labels checked, tokenizers loaded) before the first one runs.
-        steps = [Step(build_stage(c, config, input_root.uri), output.join(c.name), hashes[c.name])
-                 for c in config.stages]
+        steps = [Step(build_stage(c, config, input_root.uri), output.join(c.name), hashes[c.name], position=i)
+                 for i, c in enumerate(config.stages)]
         # A dry run stops at the first stage that has one; what comes before it is written for it to read.
         dry = next((s.name for s in steps if type(s.stage).dry_run is not Stage.dry_run), None) if dry_run else None
         plan = segments(steps, {dry} if dry else set())

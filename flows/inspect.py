@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 
 from winnow.schemas.documents import DOCUMENT_SCHEMA, REJECT_COLUMNS
 from winnow.storage.fs import Location
-from winnow.storage.manifest import kept_files
+from winnow.storage.manifest import MANIFEST, RUN_SUMMARY, STAGE_CONFIG, kept_files
 from winnow.storage.manifest import rejects_files as stage_rejects
 
 SNIPPET = 160  # characters of text shown per document
@@ -31,14 +31,20 @@ def snippet(text: str | None, width: int = SNIPPET) -> str:
 
 
 def run_stages(out: Location) -> list[str]:
-    """The run's stages in order (from `_run.json`; for a run that has not finished, from the manifests)."""
-    run_file = out.join("_run.json")
+    """The run's stages in order (from `_run.json`; for a run that has not finished, the stages with a
+    manifest, in the order of the config they ran under)."""
+    run_file = out.join(RUN_SUMMARY)
     if run_file.exists():
         return list(json.loads(run_file.read_bytes())["stages"])
-    names = [loc.path.rsplit("/", 2)[-2] for loc in out.list_files("*/_manifest.json")]
+    names = [loc.path.rsplit("/", 2)[-2] for loc in out.list_files(f"*/{MANIFEST}")]
     if not names:
-        raise FileNotFoundError(f"no winnow run at {out.uri}: no _run.json and no stage manifests")
-    return sorted(names)
+        raise FileNotFoundError(f"no winnow run at {out.uri}: no {RUN_SUMMARY} and no stage manifests")
+
+    def position(name: str) -> tuple[int, str]:
+        marker = out.join(name, STAGE_CONFIG)
+        return json.loads(marker.read_bytes()).get("position", 1 << 30) if marker.exists() else 1 << 30, name
+
+    return sorted(names, key=position)
 
 
 def rejects_files(out: Location, stage: str) -> list[Location]:

@@ -22,13 +22,12 @@ import time
 from typing import Any
 
 import numpy as np
-import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from winnow.flows.inspect import Sample, describe, kept_samples, rejected_samples
+from winnow.flows.inspect import Sample, describe, kept_samples, rejected_samples, run_stages
 from winnow.stages import STAGES
 from winnow.storage.fs import Location, resolve
-from winnow.storage.manifest import kept_files
+from winnow.storage.manifest import MANIFEST, RUN_SUMMARY, kept_files
 
 REPORT = "report.html"
 CSS = """body{font-family:system-ui,sans-serif;margin:2em auto;max-width:980px;color:#222}
@@ -125,28 +124,29 @@ def bars_svg(items: list[tuple[str, float]], title: str, unit: str = "") -> str:
     return "".join(out)
 
 
-def describe_counters(counters: dict[str, int], reasons: dict[str, int] | None = None) -> str:
-    """A stage's counters in one line (those that only repeat a reject reason's count left out); real
-    and synthetic tokens with the ratio achieved."""
+def describe_counters(stage: str, counters: dict[str, int], reasons: dict[str, int] | None = None) -> str:
+    """A stage's counters in one line (those that only repeat a reject reason's count left out), with
+    what the stage adds about them (`Stage.describe_counters`)."""
     counters = {k: v for k, v in counters.items() if (reasons or {}).get(k) != v}
     text = ", ".join(f"{name} {n:,}" for name, n in counters.items())
-    if counters.get("real_tokens"):
-        text += f" (synthetic:real tokens {counters.get('synthetic_tokens', 0) / counters['real_tokens']:.3f})"
-    return text
+    said = STAGES[stage].describe_counters(counters) if stage in STAGES else ""
+    return f"{text} ({said})" if said else text
 
 
 def build_report(output: str | Location, max_values: int = 1_000_000) -> str:
     """The report's HTML for a run's output directory."""
     out = output if isinstance(output, Location) else resolve(output)
-    run_file = out.join("_run.json")
+    run_file = out.join(RUN_SUMMARY)
     run: dict[str, Any] = json.loads(run_file.read_bytes()) if run_file.exists() else {"stages": {}}
     stages: dict[str, dict] = dict(run.get("stages") or {})
-    if not stages:  # a run that has not finished: whatever manifests exist
-        for entry in out.fs.get_file_info(pafs.FileSelector(out.path)):
-            manifest = out.join(entry.base_name, "_manifest.json")
-            if entry.type == pafs.FileType.Directory and manifest.exists():
-                m = json.loads(manifest.read_bytes())
-                stages[entry.base_name] = {**m, "extra": m.get("extra") or {}}
+    if not stages:  # a run that has not finished: the manifests that exist, in the run's order
+        try:
+            names = run_stages(out)
+        except FileNotFoundError:  # nothing has run yet
+            names = []
+        for name in names:
+            m = json.loads(out.join(name, MANIFEST).read_bytes())
+            stages[name] = {**m, "extra": m.get("extra") or {}}
     configs = {s["name"]: s for s in (run.get("config") or {}).get("stages", [])}
 
     body = [f"<h1>winnow run report</h1><p>{html.escape(out.uri)} &middot; generated "
@@ -156,7 +156,7 @@ def build_report(output: str | Location, max_values: int = 1_000_000) -> str:
     for name, c in stages.items():
         reasons = ", ".join(f"{html.escape(r)} {n:,}" for r, n in sorted(c.get("rejected_by_reason", {}).items(),
                                                                          key=lambda kv: -kv[1]))
-        counters = describe_counters(c.get("counters") or {}, c.get("rejected_by_reason"))
+        counters = describe_counters(name, c.get("counters") or {}, c.get("rejected_by_reason"))
         body.append(f'<tr data-stage="{html.escape(name)}"><td>{html.escape(name)}</td>'
                     f'<td class="in">{c["rows_in"]:,}</td><td class="made">{c.get("rows_added", 0):,}</td>'
                     f'<td class="kept">{c["rows_out"]:,}</td><td class="rejected">{c["rows_rejected"]:,}</td>'

@@ -16,18 +16,23 @@ ACTORS_HELP = ("model actors serving the stage, each loading the model once for 
                "num_gpus fits on the cluster's GPUs; none without GPUs: each shard task loads the model)")
 
 
-class ScorerConfig(StrictModel):
+class ModelResources(StrictModel):
+    """Where a stage's models run: the settings every model-bearing stage config shares."""
+
+    batch_size: int = Field(512, ge=1, description="documents per scoring call")
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    num_gpus: float = Field(0, ge=0, description="GPUs each scoring task or model actor asks Ray for (0: CPU)")
+    actors: int | None = Field(None, ge=0, description=ACTORS_HELP)
+
+
+class ScorerConfig(ModelResources):
     """Where a stage's model lives and how to run it."""
 
     model: str = Field(description="fastText .bin/.ftz file, or a Hugging Face model directory")
     kind: Literal["fasttext", "transformer"] = "fasttext"
-    batch_size: int = Field(512, ge=1, description="documents per scoring call")
     max_length: int = Field(512, ge=8, description="transformer: tokens per document (longer ones truncated)")
     max_batch_tokens: int | None = Field(
         None, ge=64, description="transformer: padded tokens per forward pass (default 4096 on CPU, 32768 on GPU)")
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    num_gpus: float = Field(0, ge=0, description="GPUs each scoring task or model actor asks Ray for (0: CPU)")
-    actors: int | None = Field(None, ge=0, description=ACTORS_HELP)
 
 
 class Scorer(Protocol):
@@ -35,6 +40,34 @@ class Scorer(Protocol):
     positive: str
 
     def predict_all(self, texts: list[str]) -> dict[str, np.ndarray]: ...
+
+
+FASTTEXT_MAGIC = 793712314  # the int32 every fastText .bin/.ftz file starts with
+
+
+def model_file_problem(path: str, kind: str) -> str | None:
+    """What is wrong with a model path before anything loads it (None: it looks like a `kind` model):
+    a fastText file that is missing, empty or not fastText's format; a Hugging Face directory without
+    a readable config.json."""
+    target = Path(path)
+    if kind == "fasttext":
+        if not target.is_file():
+            return "the fastText model does not exist" if not target.exists() else "the fastText model is not a file"
+        with target.open("rb") as f:
+            head = f.read(4)
+        if len(head) < 4 or int.from_bytes(head, "little", signed=True) != FASTTEXT_MAGIC:
+            return "not a fastText model (.bin/.ftz): its header is not fastText's"
+        return None
+    config = target / "config.json"
+    if not target.is_dir():
+        return "the Hugging Face model directory does not exist"
+    if not config.is_file():
+        return "not a Hugging Face model directory (no config.json)"
+    try:
+        json.loads(config.read_text())
+    except (ValueError, UnicodeDecodeError) as err:
+        return f"its config.json is not valid JSON ({err})"
+    return None
 
 
 def load_scorer(config) -> Scorer:

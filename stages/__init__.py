@@ -1,7 +1,9 @@
-"""One module per stage, and the runtime that executes stages over shards on Ray.
+"""One module per stage (its config, its work, its report hints), the stage contract they share
+(`base`), and the helpers a stage keeps beside it (`lib/`). The runtime that executes stages is
+`winnow.runtime`; nothing here imports it.
 
-Importing this package imports every module in it, which defines, and so registers, winnow's own
-stages. A stage defined anywhere else registers the same way, by being defined."""
+Importing this package imports every stage module in it, which defines, and so registers, winnow's
+own stages. A stage defined anywhere else registers the same way, by being defined."""
 
 from __future__ import annotations
 
@@ -9,14 +11,15 @@ import importlib
 import pkgutil
 
 from winnow.schemas.config import RunConfig
-from winnow.stages.base import STAGES, DocumentStage, GlobalStage, RunContext, Stage, StageResult
+from winnow.stages.base import STAGES, DocumentStage, GlobalStage, RunContext, Stage, StageFileError, StageResult
 
 for _module in pkgutil.iter_modules(__path__):
-    importlib.import_module(f"{__name__}.{_module.name}")
+    if not _module.ispkg:  # lib/ holds helpers, imported by the stages that use them
+        importlib.import_module(f"{__name__}.{_module.name}")
 
 
 def build_stage(stage_config, run_config: RunConfig, input_root: str) -> Stage:
-    """The stage object for one entry of the config's `stages` list."""
+    """The stage object for one entry of the config's `stages` list, its files checked."""
     from winnow.storage.fs import resolve
 
     run = RunContext(input=run_config.input, input_root=input_root,
@@ -24,4 +27,5 @@ def build_stage(stage_config, run_config: RunConfig, input_root: str) -> Stage:
     return STAGES[stage_config.name](stage_config, run)
 
 
-__all__ = ["STAGES", "DocumentStage", "GlobalStage", "RunContext", "Stage", "StageResult", "build_stage"]
+__all__ = ["STAGES", "DocumentStage", "GlobalStage", "RunContext", "Stage", "StageFileError", "StageResult",
+           "build_stage"]

@@ -1,22 +1,24 @@
 """What a stage is: per-shard stages map record batches to (kept, rejects); global stages add a
 map -> shuffle -> reduce phase whose decisions are then applied shard by shard.
 
-Stages work on streams of tables, so the runtime can chain consecutive stages inside one task per
-shard (a segment, see `winnow.stages.runtime`) without writing what passes between them."""
+Stages work on streams of tables, so the runtime (`winnow.runtime`, which stages never import) can
+chain consecutive stages inside one task per shard (a segment) without writing what passes between
+them. What the runtime gives a stage comes in two small objects: a `ShardContext` for the work on one
+shard (its decisions, the plan's rule, the stage's model actors) and a `PlanContext` for a global
+stage's plan (the shards, and the map / exchange / gather building blocks)."""
 
 from __future__ import annotations
 
-import random
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import pyarrow as pa
 
 from winnow.schemas.config import InputConfig, StageConfig, register_stage
 from winnow.schemas.documents import document_schema_for, make_rejects, validate_documents
-from winnow.storage.fs import Location
+from winnow.storage.fs import Location, resolve
 from winnow.storage.shards import iter_parquet_batches
 
 
@@ -47,6 +49,108 @@ class RunContext:
     output: Location | None = None
 
 
+class StageFileError(ValueError):
+    """A file a stage reads is missing or malformed; raised when the stage is built, before any work."""
+
+    def __init__(self, stage: str, path: str, problem: str):
+        super().__init__(f"stage {stage!r}: {path}: {problem}")
+
+
+def require_file(stage: str, path: str, what: str) -> Location:
+    """`path` (local or s3://) as a Location, or a StageFileError naming the stage, the file and `what` it is
+    when it does not exist or is empty."""
+    try:
+        loc = resolve(path)
+        size = loc.size() if loc.exists() else None
+    except (OSError, ValueError) as err:
+        raise StageFileError(stage, path, f"cannot read the {what}: {err}") from None
+    if size is None:
+        raise StageFileError(stage, path, f"the {what} does not exist")
+    if size == 0:
+        raise StageFileError(stage, path, f"the {what} is empty")
+    return loc
+
+
+@dataclass(frozen=True)
+class ShardContext:
+    """What the runtime gives a stage for the work on one shard."""
+
+    index: int = 0  # the shard's position in the run's input
+    partitions: int = 1  # key partitions of the stage's shuffle (a global stage's mapper splits by them)
+    decisions: pa.Table | None = None  # a global stage's decisions for this shard's rows
+    rule: Any = None  # what the stage's plan decided for every shard (e.g. a top share's cut-off)
+    models: Any = None  # the stage's pool of model actors (`submit(method, *args)`), when it has one
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What a global stage's plan decided: per shard, the object refs of its decision tables (the
+    runtime concatenates them for the shard's `ShardContext.decisions`), the stage's figures for its
+    manifest, and a rule every shard applies (`ShardContext.rule`)."""
+
+    decisions: dict[str, list]
+    figures: dict
+    rule: Any = None
+
+
+class PlanContext(Protocol):
+    """The building blocks a global stage's `plan` runs on (the runtime implements them on Ray).
+
+    A "partitioned" result is a list (one per producer task) of lists (one per consumer partition) of
+    object refs: consumers receive their column as task arguments, so only what a task needs moves to
+    it, and the driver never fetches the data. Task functions return their tables, then one small
+    figure, which is what the building blocks return beside the refs."""
+
+    shards: list  # the shards to plan over: `.name`, and `.tables(batch_size, columns)` inside a task
+    batch_size: int
+    partitions: int  # reducers of the stage's shuffle
+
+    def put(self, value) -> Any:
+        """`value` stored once and handed to every task that gets it as an argument."""
+
+    def map(self, stage: "GlobalStage") -> tuple[list[list], list]:
+        """The stage's mapper over every shard (reusing what was mapped on the way): outputs per shard, figures."""
+
+    def map_shards(self, phase: str, fn: Callable, outputs: int, *args,
+                   per_shard_args: dict[str, list] | None = None) -> tuple[list[list], list]:
+        """`fn(shard_index, shard, *args, *per_shard_args[shard.name])` per shard: outputs per shard, figures."""
+
+    def exchange(self, phase: str, fn: Callable, inputs: list[list], outputs: int, *args) -> tuple[list[list], list]:
+        """One task per input partition p: `fn(p, *args, *[producer[p] for producer in inputs])`."""
+
+    def gather(self, phase: str, fn: Callable, calls: list[tuple]) -> list:
+        """`fn(*call)` as one task per call; their results, fetched."""
+
+    def select(self, key_refs: list, target: int) -> tuple[tuple[float, str] | None, dict]:
+        """The boundary key `(negated score, id)` of the best-ranked documents whose weight reaches `target`,
+        over per-shard key tables (see `winnow.runtime.selection`), and its figures."""
+
+    def get_values(self) -> Callable[[list], list]:
+        """A function tasks call to fetch refs they were handed inside a list."""
+
+
+def split_by(table: pa.Table, column: str, parts: int, key: Callable | None = None) -> list[pa.Table]:
+    """Rows of `table` routed to `parts` tables by `key(column values) % parts`."""
+    values = table.column(column).to_numpy()
+    target = (key(values) if key else values) % parts
+    return [table.filter(pa.array(target == p)) for p in range(parts)]
+
+
+def concat(parts) -> pa.Table | None:
+    """The tables among `parts` (None for an empty part) as one, or None when there are none."""
+    tables = [p for p in parts if p is not None]
+    return pa.concat_tables(tables) if tables else None
+
+
+def sum_figures(figures: list[dict]) -> dict:
+    """Per-task figures added up key by key."""
+    total: dict = {}
+    for figure in figures:
+        for key, value in (figure or {}).items():
+            total[key] = total.get(key, 0) + value
+    return total
+
+
 STAGES: dict[str, type["Stage"]] = {}
 _LOADED: dict[tuple, object] = {}  # per process: (stage class, config) -> what its `setup` loaded
 
@@ -69,7 +173,12 @@ class Stage:
 
     A concrete stage sets `Config`, its config model (whose `name` is the stage's name); defining the
     class registers the stage, so the run config accepts it and `build_stage` finds it. Every stage
-    is built the same way: `Stage(config, run)`."""
+    is built the same way, `Stage(config, run)`, and checks every file it reads when it is built. The
+    config picks the class that runs it (`variant`): `Quality(config)` with a `keep_top` is a
+    `QualityTopShare`, a global stage, so a stage's `kind` always comes from its class.
+
+    A stage object does not change while a run is under way: what the driver decides reaches the
+    workers in a `Plan` and the `ShardContext`."""
 
     name: str = ""
     kind: str = "shard"
@@ -83,9 +192,28 @@ class Stage:
             register_stage(cls.name, cls.Config)
             STAGES[cls.name] = cls
 
+    def __new__(cls, *args, **kwargs):
+        config = args[0] if args else kwargs.get("config")  # (none when unpickling)
+        return super().__new__(cls.variant(config) if config is not None else cls)
+
     def __init__(self, config, run: RunContext | None = None):
         self.config = config
         self.run = run or RunContext()
+
+    @classmethod
+    def variant(cls, config) -> type["Stage"]:
+        """The class that runs this config (e.g. a scored stage keeping a top share is a global stage)."""
+        return cls
+
+    @classmethod
+    def commands(cls) -> list["Command"]:
+        """`winnow` sub-commands this stage adds (e.g. a report on what it found in a run)."""
+        return []
+
+    @classmethod
+    def describe_counters(cls, counters: dict[str, int]) -> str:
+        """What the run table and the report add after the stage's counters (e.g. a ratio of two)."""
+        return ""
 
     # -- what the run report and the run table show (class-level: they read manifests, not stages)
     plots: tuple[Plot, ...] = ()
@@ -117,9 +245,7 @@ class Stage:
         """GPUs one shard task or model actor asks Ray for (model-bearing stages read it from their config)."""
         return 0
 
-    # -- models in a pool of actors (winnow.stages.actors)
-    pool: tuple = ()  # the stage's model actors, while the runtime runs a pool for it
-
+    # -- models in a pool of actors (winnow.runtime.actors)
     def configured_actors(self) -> int | None:
         """The config's `actors` setting of a model-bearing stage (None: decided by GPUs)."""
         return None
@@ -132,25 +258,22 @@ class Stage:
             return configured
         return int(cluster_gpus // self.gpus()) if self.gpus() and cluster_gpus else 0
 
-    def submit_to_models(self, method: str, *args) -> Callable[[], Any]:
+    def call_models(self, models, method: str, *args) -> Callable[[], Any]:
         """`getattr(self, method)(*args)`, run where the models are: in one of the stage's model actors
-        when it has a pool, else here. Returns a function that waits for the result, so a caller can
-        submit its next batch before waiting."""
-        if self.pool:
-            import ray
-
-            ref = random.choice(self.pool).call.remote(method, *args)
-            return lambda: ray.get(ref)
+        when `models` (`ShardContext.models`) is a pool, else here. Returns a function that waits for
+        the result, so a caller can submit its next batch before waiting."""
+        if models is not None:
+            return models.submit(method, *args)
         result = getattr(self, method)(*args)
         return lambda: result
 
     def setup(self):
-        """Load what the stage needs in a worker (models, tokenizers, backends) and return it; read it
-        through `self.models`, which calls `setup` once per process for each stage config."""
+        """Load what the stage needs in a worker (models, tokenizers, blocklists, indexes) and return it;
+        read it through `self.loaded`, which calls `setup` once per process for each stage config."""
         return None
 
     @property
-    def models(self):
+    def loaded(self):
         """What `setup` loaded, shared by every task of this stage config in this process (stage
         objects are rebuilt from pickles for every task, so the models cannot live on them)."""
         key = (type(self).__module__, type(self).__qualname__, self.config.model_dump_json())
@@ -158,11 +281,12 @@ class Stage:
             _LOADED[key] = self.setup()
         return _LOADED[key]
 
-    def process_shard(self, source: Location, batch_size: int, **context) -> Iterator[StageResult]:
+    def process_shard(self, source: Location, batch_size: int,
+                      shard: ShardContext = ShardContext()) -> Iterator[StageResult]:
         """A whole stored shard through the stage (a source stage reads its input format here)."""
-        return self.process_tables(read_documents(source, batch_size, self.name), **context)
+        return self.process_tables(read_documents(source, batch_size, self.name), shard)
 
-    def process_tables(self, tables: Iterable[pa.Table], **context) -> Iterator[StageResult]:
+    def process_tables(self, tables: Iterable[pa.Table], shard: ShardContext = ShardContext()) -> Iterator[StageResult]:
         """A shard's documents, table by table, through the stage: the stream a segment chains."""
         raise NotImplementedError
 
@@ -178,7 +302,7 @@ def read_documents(source: Location, batch_size: int, stage: str) -> Iterator[pa
 class DocumentStage(Stage):
     """A per-shard stage over document tables: implement `apply` on one Arrow table."""
 
-    def process_tables(self, tables: Iterable[pa.Table], **context) -> Iterator[StageResult]:
+    def process_tables(self, tables: Iterable[pa.Table], shard: ShardContext = ShardContext()) -> Iterator[StageResult]:
         for table in tables:
             yield self.apply(table)
 
@@ -192,22 +316,22 @@ class GlobalStage(Stage):
 
     map_keys (per shard, on Ray) -> rows partitioned by `key` across reducers -> reduce (per
     partition) -> decisions (`_shard`, `_row`, `reason`, `detail`) routed back to their shard ->
-    `process_tables(..., decisions=...)` drops or annotates rows.
+    `process_tables(tables, ShardContext(decisions=...))` drops or annotates rows.
     """
 
     kind = "global"
     map_columns: list[str] = ["id", "text"]
 
-    def plan(self, shards, options, mapped: dict[str, list] | None = None) -> tuple[dict[str, list], dict]:
-        """Decisions for every shard (Ray object refs, by shard name) and the stage's figures.
+    def plan(self, ctx: PlanContext) -> Plan:
+        """Decisions for every shard and the stage's figures, computed with `ctx`'s building blocks.
 
         The default is one hash shuffle: map_keys -> partition by key -> reduce. Stages that need
-        several rounds (e.g. connected components) override this with the runtime's building blocks.
-        `mapped`: the mapper's outputs (refs, by shard name) of shards whose map ran on the way.
+        several rounds (e.g. connected components) chain more exchanges.
         """
-        from winnow.stages.runtime import key_shuffle_plan
-
-        return key_shuffle_plan(self, shards, options, mapped)
+        parts, _ = ctx.map(self)
+        n = len(ctx.shards)
+        reduced, figures = ctx.exchange("reduce", _reduce_partition, parts, n, ctx.put(self), n)
+        return Plan({s.name: [r[i] for r in reduced] for i, s in enumerate(ctx.shards)}, sum_figures(figures))
 
     def map_keys(self, table: pa.Table) -> pa.Table:
         """Small per-row records (no text) with a uint64 `key` column used for partitioning."""
@@ -220,18 +344,17 @@ class GlobalStage(Stage):
     def apply_decisions(self, table: pa.Table, row_offset: int, decisions: pa.Table) -> StageResult:
         raise NotImplementedError
 
-    def process_tables(self, tables: Iterable[pa.Table], decisions: pa.Table | None = None,
-                       **context) -> Iterator[StageResult]:
+    def process_tables(self, tables: Iterable[pa.Table], shard: ShardContext = ShardContext()) -> Iterator[StageResult]:
         offset = 0
         for table in tables:
-            yield self.apply_decisions(table, offset, decisions)
+            yield self.apply_decisions(table, offset, shard.decisions)
             offset += table.num_rows
 
     # -- keys computed on the way: the segment before this stage feeds its output batches to a mapper
-    def mapper(self, shard_index: int, partitions: int) -> "Mapper | None":
+    def mapper(self, shard: ShardContext) -> "Mapper | None":
         """What collects this stage's per-shard keys from batches as they stream by (None: the stage
         reads its input itself in `plan`). The default collects `map_keys` for one hash shuffle."""
-        return KeyMapper(self, shard_index, partitions)
+        return KeyMapper(self, shard.index, shard.partitions)
 
     def map_outputs(self, partitions: int) -> int:
         """How many tables a mapper's `finish` returns before its figure."""
@@ -266,8 +389,6 @@ class KeyMapper(Mapper):
         self.rows += n
 
     def finish(self) -> list:
-        from winnow.stages.runtime import split_by
-
         if not self.tables:
             return [None] * self.partitions + [0]
         return split_by(pa.concat_tables(self.tables), "key", self.partitions) + [self.rows]
@@ -277,3 +398,20 @@ DECISION_SCHEMA = pa.schema([
     pa.field("_shard", pa.int32()), pa.field("_row", pa.int64()),
     pa.field("reason", pa.string()), pa.field("detail", pa.string()),
 ])
+
+
+def _reduce_partition(p: int, stage: GlobalStage, n_shards: int, *parts):
+    """Decisions of one key partition routed to their shards, plus the partition's figures last."""
+    keys = concat(parts)
+    decisions, figures = stage.reduce(keys) if keys is not None else (DECISION_SCHEMA.empty_table(), {})
+    return split_by(decisions, "_shard", n_shards) + [figures]
+
+
+@dataclass(frozen=True)
+class Command:
+    """A `winnow` sub-command a stage adds: `add_arguments(parser)`, then `run(args) -> exit code`."""
+
+    name: str
+    help: str
+    add_arguments: Callable
+    run: Callable

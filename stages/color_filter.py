@@ -16,13 +16,12 @@ import pyarrow as pa
 from pydantic import Field
 
 from winnow.schemas.config import StageConfig
-from winnow.scorers.config import ACTORS_HELP
-from winnow.stages.base import Plot
-from winnow.stages.scoring import ScoreStage
-from winnow.stages.selection import exact_share
+from winnow.scorers.config import ModelResources, model_file_problem
+from winnow.stages.base import Plot, StageFileError
+from winnow.stages.scoring import Cutoff, TopShareStage, Verdict, exact_share
 
 
-class ColorFilterConfig(StageConfig):
+class ColorFilterConfig(StageConfig, ModelResources):
     """CoLoR-Filter: score = mean NLL under the prior LM - mean NLL under the conditional LM; keep the top 1/tau."""
 
     name: Literal["color_filter"] = "color_filter"
@@ -34,31 +33,23 @@ class ColorFilterConfig(StageConfig):
     block_size: int = Field(256, ge=2, description="documents per block (tau * n) when selection is 'block'")
     context: int | None = Field(None, ge=8, description="tokens per window (default: the model's context)")
     stride: int | None = Field(None, ge=1)
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    num_gpus: float = Field(0, ge=0)
-    actors: int | None = Field(None, ge=0, description=ACTORS_HELP)
-    batch_size: int = Field(64, ge=1)
+    batch_size: int = Field(64, ge=1, description="documents per scoring call")
     mode: Literal["filter", "annotate"] = "filter"
 
-    @property
-    def keep_top(self) -> float:
-        return 1.0 / self.tau
 
-    @property
-    def share_by(self) -> str:
-        return "documents"
-
-
-class ColorFilter(ScoreStage):
+class ColorFilter(TopShareStage):
     Config = ColorFilterConfig
     plots = (Plot("color_score"),)
     primary = "color_score"
 
-    def gpus(self) -> float:
-        return self.config.num_gpus
+    def check_files(self) -> None:
+        for path in (self.config.prior, self.config.conditional):
+            problem = model_file_problem(path, "transformer")
+            if problem:
+                raise StageFileError(self.name, path, problem)
 
-    def configured_actors(self) -> int | None:
-        return self.config.actors
+    def resources(self) -> ModelResources:
+        return self.config
 
     def setup(self):
         from winnow.scorers.lm import LMScorer
@@ -69,7 +60,7 @@ class ColorFilter(ScoreStage):
 
     def score_here(self, texts: list[str]) -> dict[str, np.ndarray]:
         cfg = self.config
-        prior, conditional = self.models
+        prior, conditional = self.loaded
         out: dict[str, list] = {"color_score": [], "prior_nll": [], "conditional_nll": []}
         for i in range(0, len(texts), cfg.batch_size):
             chunk = texts[i:i + cfg.batch_size]
@@ -84,16 +75,19 @@ class ColorFilter(ScoreStage):
             return None
         return block_top(scores.column("color_score").to_numpy(), self.config.block_size, self.config.tau)
 
-    def decide_fixed(self, table: pa.Table, keep: np.ndarray) -> tuple[list[str], list[str]]:
+    def verdict(self, table: pa.Table, scores: dict[str, np.ndarray], keep: np.ndarray | None,
+                cutoff: Cutoff) -> Verdict:
+        if keep is None:
+            return super().verdict(table, scores, keep, cutoff)
         details = [f"color_score {s:.4f} not in the top 1/{self.config.tau:g} of its block of {self.config.block_size}"
-                   for s in table.column("color_score").to_numpy()[~keep]]
-        return ["below_top_share"] * len(details), details
+                   for s in scores["color_score"][~keep]]
+        return keep, ["below_top_share"] * len(details), details
 
     def share(self) -> Fraction:
         return 1 / exact_share(self.config.tau)
 
-    def decide(self, table: pa.Table) -> tuple[np.ndarray, list[str], list[str]]:
-        return self.top_share_keep(table)
+    def share_by(self) -> str:
+        return "documents"
 
 
 def block_top(scores: np.ndarray, block_size: int, tau: float) -> np.ndarray:

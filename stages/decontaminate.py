@@ -31,7 +31,7 @@ import pyarrow.parquet as pq
 from pydantic import Field
 
 from winnow.schemas.config import StageConfig, StrictModel
-from winnow.stages.base import DocumentStage, StageResult
+from winnow.stages.base import Command, DocumentStage, StageFileError, StageResult, require_file
 from winnow.storage.fs import Location, resolve
 from winnow.storage.manifest import kept_files, rejects_files
 
@@ -110,11 +110,22 @@ class NgramIndex:
     too_short: dict[str, int]
 
     @classmethod
-    def build(cls, sources: list[BenchmarkSource], n: int) -> "NgramIndex":
+    def build(cls, sources: list[BenchmarkSource], n: int, stage: str = "decontaminate") -> "NgramIndex":
+        """The index of every source's items; a file that is missing, empty, unreadable or holds no items
+        is a StageFileError naming it."""
         memo: dict[str, int] = {}
         parts, owners, items, too_short = [], [], [], {}
         for source in sources:
-            for row, text in enumerate(read_items(source)):
+            require_file(stage, source.path, "benchmark file")
+            try:
+                texts = read_items(source)
+            except Exception as err:  # noqa: BLE001 - polars, JSON and field errors alike: one line naming the file
+                first = (str(err).strip().splitlines() or [""])[0]
+                raise StageFileError(stage, source.path, f"cannot read benchmark items: {type(err).__name__}: "
+                                                         f"{first}") from None
+            if not texts:
+                raise StageFileError(stage, source.path, "the benchmark file holds no items")
+            for row, text in enumerate(texts):
                 hashes = ngram_hashes(words_with_offsets(text)[0], n, memo)
                 if not len(hashes):
                     too_short[source.label] = too_short.get(source.label, 0) + 1
@@ -142,23 +153,21 @@ class NgramIndex:
 class Decontaminate(DocumentStage):
     Config = DecontaminateConfig
 
+    @classmethod
+    def commands(cls) -> list[Command]:
+        return [REPORT_COMMAND]
+
     def __init__(self, config: DecontaminateConfig, run=None):
         super().__init__(config, run)
-        index = NgramIndex.build(config.benchmarks, config.n)
+        index = NgramIndex.build(config.benchmarks, config.n, self.name)
         if index.too_short:
             logging.getLogger("winnow").warning(
                 "decontaminate: items with fewer than %d words cannot be matched and are left out: %s", config.n,
                 ", ".join(f"{name} {k:,}" for name, k in sorted(index.too_short.items())))
         self.index_size = len(index.hashes)
-        self._index_ref = None
-        self._index: NgramIndex | None = index
-        try:
-            import ray
-
-            if ray.is_initialized():  # shipped once through the object store, not with every task
-                self._index_ref, self._index = ray.put(index), None
-        except ImportError:
-            pass
+        # built once, on the driver; the runtime stores a segment's stages once in Ray's object store,
+        # where the index's arrays are shared by the tasks that read them, not copied into each one
+        self.index = index
 
     def item_ngrams(self, item: str) -> list[tuple[str, ...]]:
         """The normalised word n-grams of one item ("<benchmark>:<row>"), to show or check a match."""
@@ -167,15 +176,8 @@ class Decontaminate(DocumentStage):
         words, n = words_with_offsets(read_items(source)[int(row)])[0], self.config.n
         return [tuple(words[i:i + n]) for i in range(len(words) - n + 1)]
 
-    def setup(self) -> NgramIndex:
-        if self._index is not None:
-            return self._index
-        import ray
-
-        return ray.get(self._index_ref)
-
     def apply(self, table: pa.Table) -> StageResult:
-        cfg, index, memo = self.config, self.models, {}
+        cfg, index, memo = self.config, self.index, {}
         keep = np.ones(table.num_rows, dtype=bool)
         texts, reasons, details, counters, named = [], [], [], {}, []
         for i, text in enumerate(table.column("text").to_pylist()):
@@ -220,6 +222,37 @@ class Decontaminate(DocumentStage):
         line = (f"benchmark items found in the corpus: {shown} ({sum(found.values()):,} documents; "
                 f"`winnow decontam-report {output}` lists them)")
         return line, [("benchmark items found in the corpus", [(b, items) for b, (items, _) in totals.items()])]
+
+
+def _report_arguments(parser) -> None:
+    parser.add_argument("output", help="the run's output directory or s3:// URI")
+    parser.add_argument("--stage", default="decontaminate", help="the decontamination stage's name")
+
+
+def _report(args) -> int:
+    """`winnow decontam-report OUT`: a table per benchmark, then every item found, tab-separated."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    found = contamination(resolve(args.output), args.stage)
+    if not found:
+        console.print(f"no benchmark item was found by stage {args.stage!r} in {args.output}")
+        return 0
+    table = Table(title="benchmark items found in the corpus")
+    for col in ("benchmark", "items found", "documents"):
+        table.add_column(col, justify="left" if col == "benchmark" else "right")
+    for name, (items, docs) in per_benchmark(found).items():
+        table.add_row(name, f"{items:,}", f"{docs:,}")
+    console.print(table)
+    print("item\tdocuments")  # tab-separated, to paste into a contamination table
+    for item, docs in found.items():
+        print(f"{item}\t{docs}")
+    return 0
+
+
+REPORT_COMMAND = Command("decontam-report", "the benchmark items a run's decontamination found", _report_arguments,
+                         _report)
 
 
 def contamination(out: Location, stage: str = "decontaminate") -> dict[str, int]:

@@ -30,14 +30,11 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
-import ray
 import regex
-from datasketch import MinHash
 from pydantic import Field, model_validator
 
 from winnow.schemas.config import Fraction, StageConfig
-from winnow.stages.base import GlobalStage, Mapper, Plot, StageResult
-from winnow.stages.runtime import concat, exchange, map_phase, map_shards, partition_count, shard_tables, split_by
+from winnow.stages.base import GlobalStage, Mapper, Plan, PlanContext, Plot, ShardContext, StageResult, concat, split_by
 
 _MULT = np.uint64(0x9E3779B97F4A7C15)  # odd 64-bit constant for rolling word hashes into shingle hashes
 _FMIX = (np.uint64(33), np.uint64(0xFF51AFD7ED558CCD), np.uint64(33), np.uint64(0xC4CEB9FE1A85EC53), np.uint64(33))
@@ -196,6 +193,8 @@ class Shingler:
             self.a = generator.randint(1, _MERSENNE_61, dtype=np.uint64, size=cfg.num_perm)
             self.b = generator.randint(0, _MERSENNE_61, dtype=np.uint64, size=cfg.num_perm)
         else:
+            from datasketch import MinHash  # (imports SciPy: only where signatures are computed)
+
             perms = MinHash(num_perm=cfg.num_perm, seed=cfg.seed, scheme="affine64").permutations
             self.a, self.b = perms[0].astype(np.uint64), perms[1].astype(np.uint64)
 
@@ -331,7 +330,7 @@ def _fetch_task(shard_index, shard, stage: "Dedup", batch_size: int, partitions:
     columns = ["id"] + ([stage.score_column] if stage.score_column else []) + (["text"] if stage.config.verify else [])
     shingler = Shingler(stage.config) if stage.config.verify else None
     tables, offset = [], 0
-    for batch in shard_tables(shard, batch_size, columns) if len(wanted) else []:
+    for batch in shard.tables(batch_size, columns) if len(wanted) else []:
         rows = np.arange(offset, offset + batch.num_rows)
         offset += batch.num_rows
         mask = np.isin(rows, rows_wanted)
@@ -357,7 +356,7 @@ def _both_directions(edges: pl.DataFrame, partitions: int) -> list[pa.Table]:
     return split_by(directed.unique().to_arrow().cast(EDGES), "u", partitions)
 
 
-def _edges_task(p, stage: "Dedup", partitions: int, fetched: list | None, *parts):
+def _edges_task(p, stage: "Dedup", partitions: int, get_values, fetched: list | None, *parts):
     """Deduplicated candidate pairs of partition p, verified by exact Jaccard when asked; both directions."""
     edges = pl.from_arrow(concat(parts)).unique()
     figures = {"candidate_pairs": edges.height}
@@ -365,7 +364,7 @@ def _edges_task(p, stage: "Dedup", partitions: int, fetched: list | None, *parts
         needed = np.unique(np.concatenate([edges["u"].to_numpy(), edges["v"].to_numpy()]))
         sources = {(int(s), int(q)) for s, q in zip(_shard_of(needed), needed % partitions, strict=True)}
         sets = {}
-        for table in ray.get([fetched[s][q] for s, q in sorted(sources)]) if sources else []:
+        for table in get_values([fetched[s][q] for s, q in sorted(sources)]) if sources else []:
             if table is not None:
                 sets.update(zip(table.column("node").to_pylist(),
                                 (np.asarray(x, dtype=np.uint64) for x in table.column("shingles").to_pylist()),
@@ -439,18 +438,18 @@ def _survivor_task(p, stage: "Dedup", n_shards: int, *parts):
     return split_by(decisions, "_shard", n_shards) + [figures]
 
 
-def connected_components(name: str, edges: list[list], partitions: int, options) -> tuple[list[list], int]:
+def connected_components(ctx: PlanContext, edges: list[list]) -> tuple[list[list], int]:
     """Alternate large-star and small-star steps until a full round leaves the edge set unchanged.
 
     `edges` holds both directions of each edge, partitioned by source node. The result is one
     star per component, every node linked to the component's smallest node; returns it and the
     number of rounds.
     """
-    previous, rounds = None, 0
+    previous, rounds, partitions = None, 0, ctx.partitions
     while True:
-        edges, checks = exchange(name, "components", _star_task, edges, partitions, options, "large", partitions)
+        edges, checks = ctx.exchange("components", _star_task, edges, partitions, "large", partitions)
         checksum = sum(checks) & 0xFFFFFFFFFFFFFFFF
-        edges, _ = exchange(name, "components", _star_task, edges, partitions, options, "small", partitions)
+        edges, _ = ctx.exchange("components", _star_task, edges, partitions, "small", partitions)
         rounds += 1
         if checksum == previous:
             return edges, rounds
@@ -471,38 +470,36 @@ class Dedup(GlobalStage):
 
     map_columns = ["text"]
 
-    def mapper(self, shard_index: int, partitions: int) -> SignatureMapper:
-        return SignatureMapper(self, shard_index, partitions)
+    def mapper(self, shard: ShardContext) -> SignatureMapper:
+        return SignatureMapper(self, shard.index, shard.partitions)
 
-    def plan(self, shards, options, mapped=None) -> tuple[dict[str, list], dict]:
-        name, n_shards = self.name, len(shards)
-        P = partition_count(shards, options)
-        me = ray.put(self)
+    def plan(self, ctx: PlanContext) -> Plan:
+        shards, P = ctx.shards, ctx.partitions
+        n_shards = len(shards)
+        me = ctx.put(self)
         bands, rows = self.config.banding()
         figures = {"bands": bands, "rows": rows, "partitions": P}
 
-        parts, counts = map_phase(self, shards, options, P, mapped)
+        parts, counts = ctx.map(self)
         figures["documents"] = sum(c["documents"] for c in counts)
         figures["shorter_than_a_shingle"] = sum(c["shorter_than_a_shingle"] for c in counts)
-        out, _ = exchange(name, "bucket", _bucket_task, parts, P + n_shards, options, me, P, n_shards)
+        out, _ = ctx.exchange("bucket", _bucket_task, parts, P + n_shards, me, P, n_shards)
         candidates = [o[:P] for o in out]
         requests = {s.name: [o[P + i] for o in out] for i, s in enumerate(shards)}
-        fetched, _ = map_shards(name, shards, _fetch_task, P, options, me, options.batch_size, P,
-                                per_shard_args=requests)
-        edges, pair_figures = exchange(name, "verify" if self.config.verify else "pairs", _edges_task, candidates,
-                                       P, options, me, P, fetched if self.config.verify else None)
+        fetched, _ = ctx.map_shards("fetch", _fetch_task, P, me, ctx.batch_size, P, per_shard_args=requests)
+        edges, pair_figures = ctx.exchange("verify" if self.config.verify else "pairs", _edges_task, candidates, P,
+                                           me, P, ctx.get_values(), fetched if self.config.verify else None)
         for key in ("candidate_pairs", "verified_pairs"):
             if key in pair_figures[0]:
                 figures[key] = sum(f[key] for f in pair_figures)
 
-        edges, figures["component_rounds"] = connected_components(name, edges, P, options)
+        edges, figures["component_rounds"] = connected_components(ctx, edges)
 
-        labels, _ = exchange(name, "label", _label_task, edges + fetched, P, options, me, P, len(edges))
-        survivors, survivor_figures = exchange(name, "survivor", _survivor_task, labels, n_shards, options,
-                                               me, n_shards)
+        labels, _ = ctx.exchange("label", _label_task, edges + fetched, P, me, P, len(edges))
+        survivors, survivor_figures = ctx.exchange("survivor", _survivor_task, labels, n_shards, me, n_shards)
         figures["clusters"] = sum(f["clusters"] for f in survivor_figures)
         figures["near_duplicates"] = sum(f["near_duplicates"] for f in survivor_figures)
-        return {s.name: [o[i] for o in survivors] for i, s in enumerate(shards)}, figures
+        return Plan({s.name: [o[i] for o in survivors] for i, s in enumerate(shards)}, figures)
 
     def apply_decisions(self, table: pa.Table, row_offset: int, decisions: pa.Table | None) -> StageResult:
         n = table.num_rows

@@ -27,8 +27,8 @@ from pydantic import Field
 
 from winnow.schemas.config import Fraction, StageConfig, StrictModel
 from winnow.stages.base import DocumentStage, StageResult
-from winnow.stages.spacy_words import BoundedMemo
-from winnow.stages.spacy_words import load as spacy_words
+from winnow.stages.lib.spacy_words import BoundedMemo
+from winnow.stages.lib.spacy_words import load as spacy_words
 
 PARAGRAPH_RE = re.compile(r"\n{2,}")
 LINES_RE = re.compile(r"\n+")

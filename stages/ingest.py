@@ -3,7 +3,7 @@ with every unusable row rejected.
 
 Reasons: invalid_json, not_an_object, missing_text, text_not_string, empty_text, invalid_utf8,
 too_long, missing_id, duplicate_id, corrupt_file (the unreadable rest of a damaged file); for WARC
-records also those of `winnow.stages.warc` (not_a_response, truncated_record, http_status, not_html,
+records also those of `winnow.stages.lib.warc` (not_a_response, truncated_record, http_status, not_html,
 undecodable). A WARC page's id is its WARC-Record-ID; its date, record id, title and charset are in
 `meta`.
 """
@@ -13,15 +13,14 @@ from __future__ import annotations
 import json
 import unicodedata
 from collections.abc import Iterator
-from typing import ClassVar, Literal
+from typing import TYPE_CHECKING, ClassVar, Literal
 
 import pyarrow as pa
 from pydantic import Field, field_validator
 
 from winnow.schemas.config import InputConfig, StageConfig
 from winnow.schemas.documents import DOCUMENT_SCHEMA, reject_schema_for
-from winnow.stages import warc
-from winnow.stages.base import RunContext, Stage, StageResult
+from winnow.stages.base import RunContext, ShardContext, Stage, StageResult
 from winnow.storage.fs import Location, StorageError
 from winnow.storage.shards import (
     CorruptInputError,
@@ -31,6 +30,9 @@ from winnow.storage.shards import (
     iter_parquet_batches,
     parquet_schema,
 )
+
+if TYPE_CHECKING:
+    from winnow.stages.lib.warc import Page
 
 REJECT_SCHEMA = reject_schema_for(DOCUMENT_SCHEMA)
 
@@ -47,14 +49,20 @@ class IngestConfig(StageConfig):
         "reject", description="WARC request/metadata/warcinfo records: a reject row each, or only counted by type "
                               "in the manifest (`warc_skipped:<type>`; about two thirds of a Common Crawl file)"
     )
-    html_extractor: Literal[warc.EXTRACTORS] = Field(
+    html_extractor: Literal["resiliparse", "trafilatura"] = Field(
         "resiliparse", description="main-text extraction of WARC pages: resiliparse (fast, DCLM's) or trafilatura"
     )
 
     @field_validator("html_extractor")
     @classmethod
     def _installed(cls, extractor: str) -> str:
-        warc.check_extractor(extractor)
+        """Fail at config time, not in a worker, when the chosen extractor is not installed."""
+        if extractor == "trafilatura":
+            try:
+                import trafilatura  # noqa: F401
+            except ImportError:
+                raise ValueError("html_extractor: trafilatura is not installed "
+                                 "(pip install 'winnow[trafilatura]')") from None
         return extractor
 
 
@@ -80,7 +88,8 @@ class Ingest(Stage):
             return source.uri[len(self.input_root) + 1:]
         return source.uri.rsplit("/", 1)[-1]
 
-    def process_shard(self, source: Location, batch_size: int, **context) -> Iterator[StageResult]:
+    def process_shard(self, source: Location, batch_size: int,
+                      shard: ShardContext = ShardContext()) -> Iterator[StageResult]:
         rel = self.relative_name(source)
         fmt = detect_format(source) if self.input.format == "auto" else self.input.format
         converter = _Converter(self.config, self.input, rel)
@@ -127,6 +136,8 @@ class _Converter:
     def convert_warc(self, source: Location, batch_size: int) -> Iterator[StageResult]:
         """A WARC file's records: each page's main text a document, each other record a reject. Pages
         are extracted as they are read, so a batch holds texts, not HTML."""
+        from winnow.stages.lib import warc  # FastWARC and Resiliparse, only where a WARC file is read
+
         outcomes, skipped = [], {}
         count_only = self.config.non_response_records == "count"
         try:
@@ -234,12 +245,14 @@ class _Converter:
         self.seen_ids.add(doc_id)
         return doc_id
 
-    def _page_document(self, page: warc.Page, row_id: str):
+    def _page_document(self, page: Page, row_id: str):
         """A WARC page's main text as a document; its record's reason if it is not a page."""
+        from winnow.stages.lib.warc import extract
+
         meta = {"warc_record_id": page.record_id, "warc_date": page.date}
         if page.reason:
             return page.reason, page.detail, {"url": page.url, "meta": json.dumps(meta)}
-        text, title = warc.extract(page.html, self.config.html_extractor, page.url)
+        text, title = extract(page.html, self.config.html_extractor, page.url)
         fields = {"url": page.url, "meta": json.dumps({**meta, "title": title, "charset": page.charset},
                                                       ensure_ascii=False)}
         return self._checked(text, fields, lambda: self._unique(row_id))

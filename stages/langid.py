@@ -13,7 +13,8 @@ from pydantic import Field
 
 from winnow.schemas.config import Fraction, StageConfig
 from winnow.scorers.fasttext import fold, load_model
-from winnow.stages.base import DocumentStage, Plot, StageResult
+from winnow.scorers.config import model_file_problem
+from winnow.stages.base import DocumentStage, Plot, StageFileError, StageResult
 
 
 class LangIdConfig(StageConfig):
@@ -46,12 +47,15 @@ class LangId(DocumentStage):
     def __init__(self, config: LangIdConfig, run=None):
         super().__init__(config, run)
         self.model_path = config.model or default_lid_model()
+        problem = model_file_problem(self.model_path, "fasttext")
+        if problem:
+            raise StageFileError(self.name, self.model_path, problem)
 
     def setup(self):
         return load_model(self.model_path)
 
     def apply(self, table: pa.Table) -> StageResult:
-        model = self.models
+        model = self.loaded
         labels, probs = model.predict([fold(t) for t in table.column("text").to_pylist()], k=1)
         langs = [lab[0].removeprefix("__label__") if lab else "unknown" for lab in labels]
         scores = np.array([p[0] if len(p) else 0.0 for p in probs], dtype=np.float32)

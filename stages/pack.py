@@ -8,7 +8,7 @@ files. Per rank:
 - `concat`/`bfd`: `<strategy>/rank-RRRRR.parquet` with `input_ids` (seq_len, padded with pad_id),
   `position_ids` restarting at every document piece, `loss_mask` (0 on padding), `cu_seqlens`;
 - `decompose`: `decompose/len-<2^k>/rank-RRRRR.parquet`, one folder per bucket (2^k + 1 ids a
-  sequence by default: see `winnow.stages.packing.decompose`).
+  sequence by default: see `winnow.stages.lib.packing.decompose`).
 
 `summary.json` totals sequences, tokens, padding fraction, documents split, tokens dropped and
 per-bucket counts. The stage's own shards pass the documents through unchanged (counts add up).
@@ -24,12 +24,11 @@ from typing import Literal
 
 import numpy as np
 import pyarrow as pa
-import ray
 from pydantic import Field, model_validator
 
 from winnow.schemas.config import StageConfig
-from winnow.stages.base import GlobalStage, RunContext, StageResult
-from winnow.stages.packing import bfd, concat, decompose
+from winnow.stages.base import GlobalStage, Plan, PlanContext, RunContext, ShardContext, StageResult
+from winnow.stages.lib.packing import bfd, concat, decompose
 from winnow.storage.fs import Location
 from winnow.storage.megatron import MegatronWriter
 from winnow.storage.shards import ShardWriter, parquet_schema, upload_file
@@ -65,15 +64,13 @@ class PackConfig(StageConfig):
 
 def _load(shards, batch_size: int) -> tuple[list[str], np.ndarray, np.ndarray]:
     """ids, flat tokens (in the tokenize stage's type) and offsets of every document in these shards."""
-    from winnow.stages.runtime import shard_tables
-
     ids, chunks, lengths = [], [], []
     dtype = np.dtype(np.uint16)
     for shard in shards:
         schema = parquet_schema(shard.source)
         if "input_ids" in schema.names:  # (an empty shard may have no token column)
             dtype = np.dtype(schema.field("input_ids").type.value_type.to_pandas_dtype())
-        for batch in shard_tables(shard, batch_size, ["id", "input_ids"]):
+        for batch in shard.tables(batch_size, ["id", "input_ids"]):
             ids += batch.column("id").to_pylist()
             col = batch.column("input_ids").combine_chunks()
             chunks.append(col.values.to_numpy(zero_copy_only=False))
@@ -196,16 +193,13 @@ class Pack(GlobalStage):
             raise ValueError("pack writes under the run's output: give RunContext(output=...)")
         self.tokens_dir = self.run.output.join("tokens")
 
-    def mapper(self, shard_index: int, partitions: int) -> None:
+    def mapper(self, shard: ShardContext) -> None:
         return None  # packing needs every token of a rank's shards at once: it reads them in its plan
 
-    def plan(self, shards, options, mapped=None) -> tuple[dict[str, list], dict]:
-        from winnow.stages.runtime import get_phase
-
+    def plan(self, ctx: PlanContext) -> Plan:
+        shards = ctx.shards
         groups = [shards[r::self.config.ranks] for r in range(self.config.ranks)]
-        task = ray.remote(_pack_rank).options(max_retries=options.max_retries)
-        refs = [task.remote(r, self, group, options.batch_size) for r, group in enumerate(groups)]
-        summaries = get_phase(self.name, "packing", refs)
+        summaries = ctx.gather("packing", _pack_rank, [(r, self, group, ctx.batch_size) for r, group in enumerate(groups)])
         total: dict = {"strategy": self.config.strategy, "seq_len": self.config.seq_len, "ranks": self.config.ranks,
                        "buckets": {}}
         for s in summaries:
@@ -216,7 +210,7 @@ class Pack(GlobalStage):
         kept = total["tokens"] - total["tokens_dropped"]
         total["padding_fraction"] = 1 - kept / total["slots"] if total["slots"] else 0.0
         self.tokens_dir.join("summary.json").write_bytes_atomic(json.dumps(total, indent=2).encode())
-        return {s.name: [] for s in shards}, total
+        return Plan({s.name: [] for s in shards}, total)
 
     def apply_decisions(self, table: pa.Table, row_offset: int, decisions) -> StageResult:
         return StageResult.of(self.name, table.num_rows, table, table.slice(0, 0), [])

@@ -9,6 +9,7 @@ from typing import Literal
 from winnow.schemas.config import Fraction
 from winnow.stages.base import Plot
 from winnow.stages.quality import Quality, QualityConfig
+from winnow.stages.scoring import TopShareStage
 
 
 class PreselectConfig(QualityConfig):
@@ -23,3 +24,7 @@ class Preselect(Quality):
     Config = PreselectConfig
     plots = (Plot("preselect_score"),)
     primary = "preselect_score"
+
+
+class PreselectTopShare(TopShareStage, Preselect):
+    """PreSelect keeping exactly the top share of the corpus (the default): a global stage."""

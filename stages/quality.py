@@ -1,5 +1,6 @@
 """Quality: a classifier's probability of the high-quality label as `quality_score`; keep documents
-at or above an absolute threshold, or exactly the top share of the corpus by documents or characters."""
+at or above an absolute threshold (`Quality`, per shard), or exactly the top share of the corpus by
+documents or characters (`QualityTopShare`, a global stage)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from pydantic import Field, model_validator
 from winnow.schemas.config import Fraction, StageConfig
 from winnow.scorers.config import ScorerConfig, positive_label
 from winnow.stages.base import Plot
-from winnow.stages.scoring import ScoreStage
+from winnow.stages.scoring import ScoreStage, TopShareStage
 
 
 class QualityConfig(StageConfig):
@@ -52,9 +53,11 @@ class Quality(ScoreStage):
         return {self.primary: scores[self.positive]}
 
     def decide(self, table: pa.Table) -> tuple[np.ndarray, list[str], list[str]]:
-        if self.config.keep_top is not None:
-            return self.top_share_keep(table)
         scores = table.column(self.primary).to_numpy()
         keep = scores >= self.config.threshold
         details = [f"{self.primary} {s:.4f} < threshold {self.config.threshold}" for s in scores[~keep]]
         return keep, ["below_threshold"] * len(details), details
+
+
+class QualityTopShare(TopShareStage, Quality):
+    """Quality keeping exactly the top share of the corpus (`keep_top`): a global stage."""

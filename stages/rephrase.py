@@ -22,6 +22,7 @@ committed one by one, so a resumed run generates only for shards not yet committ
 from __future__ import annotations
 
 import functools
+from pathlib import Path
 import hashlib
 import json
 import re
@@ -34,7 +35,8 @@ from pydantic import Field, model_validator
 from winnow.schemas.config import Fraction, StageConfig, StrictModel
 from winnow.scorers.config import ACTORS_HELP
 from winnow.scorers.generate import WRAP_INSTRUCTIONS, WRAP_SYSTEM, WRAP_TEMPLATE
-from winnow.stages.base import DocumentStage, StageResult
+from winnow.scorers.config import model_file_problem
+from winnow.stages.base import DocumentStage, ShardContext, StageFileError, StageResult
 
 REFUSAL = re.compile(r"^\W*(I'?m sorry|I am sorry|sorry,|I apologi[sz]e|I can ?not|I can'?t|I'?m unable|I am unable|"
                      r"I won'?t|As an AI)", re.IGNORECASE)
@@ -212,6 +214,22 @@ def check_output(chunk: str, generation, max_ratio: float) -> tuple[str, str] | 
 class Rephrase(DocumentStage):
     Config = RephraseConfig
 
+    def __init__(self, config: RephraseConfig, run=None):
+        super().__init__(config, run)
+        paths = ([(config.model, "transformer")] if config.backend != "openai" else []) + \
+            ([(config.tokenizer, "tokenizer")] if config.tokenizer else [])
+        for path, kind in paths:
+            problem = model_file_problem(path, kind) if kind == "transformer" else \
+                (None if Path(path).exists() else "the tokenizer does not exist")
+            if problem:
+                raise StageFileError(self.name, path, problem)
+
+    @classmethod
+    def describe_counters(cls, counters: dict[str, int]) -> str:
+        if not counters.get("real_tokens"):
+            return ""
+        return f"synthetic:real tokens {counters.get('synthetic_tokens', 0) / counters['real_tokens']:.3f}"
+
     def gpus(self) -> float:
         return self.config.num_gpus if self.config.backend != "openai" else 0
 
@@ -219,16 +237,16 @@ class Rephrase(DocumentStage):
         return self.config.actors if self.config.backend != "openai" else 0  # a server holds the model
 
     def generate(self, prompts: list, params) -> list:
-        """The backend's generations of `prompts` (run where the model is: see `submit_to_models`)."""
-        return self.models.backend.generate(prompts, params)
+        """The backend's generations of `prompts` (run where the model is: see `call_models`)."""
+        return self.loaded.backend.generate(prompts, params)
 
     def setup(self) -> "_Models":
         return _Models(self.config)
 
-    def process_tables(self, tables, **context) -> Iterator[StageResult]:
+    def process_tables(self, tables, shard: ShardContext = ShardContext()) -> Iterator[StageResult]:
         mix = TokenMix(self.config)
         for table, jobs in self.planned_batches(tables, mix=mix):
-            yield self.apply(table, jobs, mix)
+            yield self.apply(table, jobs, mix, shard.models)
 
     def planned_batches(self, tables, mix: TokenMix | None = None):
         """(table, jobs) per table of a shard, within the shard's `max_documents_per_shard` (lazily: a
@@ -236,16 +254,16 @@ class Rephrase(DocumentStage):
         budget = self.config.max_documents_per_shard  # documents left to rephrase in this shard
         mix = mix or TokenMix(self.config)
         for table in tables:
-            jobs = self.plan(table, budget, mix)
+            jobs = self.jobs_for(table, budget, mix)
             if budget is not None:
                 budget -= len({row for row, _, _ in jobs})
             yield table, jobs
 
-    def plan(self, table: pa.Table, budget: int | None = None,
-             mix: TokenMix | None = None) -> list[tuple[int, str, list[str]]]:
+    def jobs_for(self, table: pa.Table, budget: int | None = None,
+                 mix: TokenMix | None = None) -> list[tuple[int, str, list[str]]]:
         """(row, style, chunks) for every synthetic row this table asks for, from at most `budget` documents."""
         cfg = self.config
-        count = self.models.count
+        count = self.loaded.count
         mix = mix or TokenMix(cfg)
         texts = table.column("text").to_pylist()
         real = count(texts) if cfg.mix_by == "tokens" else None
@@ -263,16 +281,17 @@ class Rephrase(DocumentStage):
         return jobs
 
     def apply(self, table: pa.Table, jobs: list[tuple[int, str, list[str]]] | None = None,
-              mix: TokenMix | None = None) -> StageResult:
-        """Rephrase one table of documents (`jobs` from `plan`; planned here when not given)."""
+              mix: TokenMix | None = None, models=None) -> StageResult:
+        """Rephrase one table of documents (`jobs` from `jobs_for`; made here when not given), generating
+        where the model is (`models`: the stage's model actors, else here)."""
         from winnow.scorers.generate import SamplingParams
 
         cfg = self.config
         mix = mix or TokenMix(cfg)
-        jobs = self.plan(table, mix=mix) if jobs is None else jobs
+        jobs = self.jobs_for(table, mix=mix) if jobs is None else jobs
         prompts = [render_prompt(cfg, style, chunk) for _, style, chunks in jobs for chunk in chunks]
         params = SamplingParams(cfg.max_new_tokens, cfg.temperature, cfg.top_p, cfg.seed)
-        generations = iter(self.submit_to_models("generate", prompts, params)() if prompts else [])
+        generations = iter(self.call_models(models, "generate", prompts, params)() if prompts else [])
 
         originals = table.append_column(SYNTHETIC_COLUMNS[0], pa.nulls(table.num_rows, pa.string()))
         originals = originals.append_column(SYNTHETIC_COLUMNS[1], pa.nulls(table.num_rows, pa.string()))
@@ -300,7 +319,7 @@ class Rephrase(DocumentStage):
             details += [None] * originals.num_rows
         kept = pa.concat_tables([kept_originals, *ok])
         rejected = pa.concat_tables([*failed, dropped])
-        count = self.models.count
+        count = self.loaded.count
         synthetic = sum(count([row.column("text")[0].as_py() for row in ok])) if ok else 0
         mix.generated(synthetic)
         counters = {"real_tokens": sum(count(table.column("text").to_pylist())) if table.num_rows else 0,
@@ -311,13 +330,11 @@ class Rephrase(DocumentStage):
     def dry_run(self, shards, batch_size: int) -> dict:
         """What this stage would ask of its backend, without generating: documents, synthetic rows and
         prompts per style, prompt tokens (counted with the chunking tokenizer) and the new-token cap."""
-        from winnow.stages.runtime import shard_tables
-
-        config, count = self.config, self.models.count
+        config, count = self.config, self.loaded.count
         totals = {"documents": 0, "rephrased_documents": 0, "synthetic_rows": 0, "prompts": 0, "prompt_tokens": 0,
                   "prompts_by_style": {s: 0 for s in config.styles}}
         for shard in shards:
-            for table, jobs in self.planned_batches(shard_tables(shard, batch_size, ["id", "text"])):
+            for table, jobs in self.planned_batches(shard.tables(batch_size, ["id", "text"])):
                 prompts = [render_prompt(config, style, c) for _, style, chunks in jobs for c in chunks]
                 rendered = [p if isinstance(p, str) else "\n".join(m["content"] for m in p) for p in prompts]
                 totals["documents"] += table.num_rows

@@ -12,7 +12,7 @@ from pydantic import Field
 
 from winnow.schemas.config import StageConfig
 from winnow.scorers.tokenizer import EOS, load_tokenizer, special_token, token_dtype
-from winnow.stages.base import DocumentStage, Plot, StageResult
+from winnow.stages.base import DocumentStage, Plot, StageFileError, StageResult
 
 
 class TokenizeConfig(StageConfig):
@@ -33,7 +33,11 @@ class Tokenize(DocumentStage):
 
     def __init__(self, config: TokenizeConfig, run=None):
         super().__init__(config, run)
-        tokenizer = self.models
+        try:
+            tokenizer = self.loaded
+        except Exception as err:  # noqa: BLE001 - missing file, bad JSON, not a tokenizer: one line naming it
+            first = (str(err).strip().splitlines() or [""])[0]
+            raise StageFileError(self.name, config.tokenizer, f"cannot load the tokenizer: {first}") from None
         self.vocab_size = tokenizer.get_vocab_size(with_added_tokens=True)
         self.dtype = token_dtype(self.vocab_size)
         self.eos_id = self._token_id(tokenizer, config.eos_token or special_token(config.tokenizer, "eos") or EOS)
@@ -50,7 +54,7 @@ class Tokenize(DocumentStage):
         return load_tokenizer(self.config.tokenizer)
 
     def apply(self, table: pa.Table) -> StageResult:
-        tokenizer = self.models
+        tokenizer = self.loaded
         encodings = tokenizer.encode_batch_fast(table.column("text").to_pylist(), add_special_tokens=False)
         prefix = [self.bos_id] if self.bos_id is not None else []
         ids = [prefix + e.ids + [self.eos_id] for e in encodings]

@@ -18,7 +18,7 @@ import pyarrow as pa
 from pydantic import Field
 
 from winnow.schemas.config import StageConfig
-from winnow.stages.base import DocumentStage, StageResult
+from winnow.stages.base import DocumentStage, StageResult, require_file
 from winnow.storage.fs import resolve
 
 
@@ -45,6 +45,8 @@ class UrlFilter(DocumentStage):
 
     def __init__(self, config: UrlFilterConfig, run=None):
         super().__init__(config, run)
+        for path in config.blocklists:
+            require_file(self.name, path, "blocklist")
         self.tlds = frozenset(t.lower().lstrip(".") for t in config.tlds)
 
     def setup(self) -> tuple[dict[str, tuple[str, str]], list[tuple[str, str, str]]]:
@@ -70,7 +72,7 @@ class UrlFilter(DocumentStage):
         cfg = self.config
         if not url:
             return ("missing_url", "the document has no URL") if cfg.missing_url == "drop" else None
-        domains, prefixes = self.models
+        domains, prefixes = self.loaded
         host, full = host_and_path(url)
         labels = host.split(".")
         for i in range(len(labels)):  # the host, then each parent domain

@@ -34,7 +34,7 @@ class DatasetLayoutError(ValueError):
 def dataset_files(root: Location, split: str | None = None, config_name: str | None = None) -> list[Location] | None:
     """The data files of the `datasets` directory at `root` (one split, or all), or None if it is not one."""
     if root.join("dataset_dict.json").exists():
-        splits = json.loads(root.join("dataset_dict.json").read_bytes())["splits"]
+        splits = _metadata(root.join("dataset_dict.json"), "splits")
         chosen = _choose(splits, split, root)
         return [f for name in chosen for f in _saved_files(root.join(name))]
     if root.join("state.json").exists():
@@ -47,8 +47,20 @@ def dataset_files(root: Location, split: str | None = None, config_name: str | N
 
 
 def _saved_files(root: Location) -> list[Location]:
-    state = json.loads(root.join("state.json").read_bytes())
-    return [root.join(entry["filename"]) for entry in state["_data_files"]]
+    try:
+        return [root.join(entry["filename"]) for entry in _metadata(root.join("state.json"), "_data_files")]
+    except (KeyError, TypeError):
+        raise DatasetLayoutError(f"{root.join('state.json').uri}: a `_data_files` entry has no `filename`") from None
+
+
+def _metadata(loc: Location, key: str):
+    """`key` of a datasets JSON metadata file; a file that is not JSON or lacks it is an error naming it."""
+    try:
+        return json.loads(loc.read_bytes())[key]
+    except ValueError as err:
+        raise DatasetLayoutError(f"{loc.uri}: not valid JSON ({err})") from None
+    except (KeyError, TypeError):
+        raise DatasetLayoutError(f"{loc.uri}: no {key!r} in it (is it a datasets directory?)") from None
 
 
 def _choose(splits: list[str], split: str | None, root: Location) -> list[str]:
@@ -97,7 +109,13 @@ def _card(root: Location) -> dict:
     """The YAML header of the dataset card."""
     text = root.join("README.md").read_bytes().decode("utf-8")
     match = re.match(r"---\s*\n(.*?)\n---\s*(\n|$)", text, re.DOTALL)
-    return (yaml.safe_load(match.group(1)) or {}) if match else {}
+    try:
+        card = (yaml.safe_load(match.group(1)) or {}) if match else {}
+    except yaml.YAMLError as err:
+        raise DatasetLayoutError(f"{root.join('README.md').uri}: its YAML header is not valid YAML ({err})") from None
+    if not isinstance(card, dict):
+        raise DatasetLayoutError(f"{root.join('README.md').uri}: its YAML header is not a mapping")
+    return card
 
 
 def _data_format(loc: Location) -> bool:

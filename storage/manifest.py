@@ -11,7 +11,9 @@ import pyarrow.parquet as pq
 from winnow.schemas.manifest import ShardEntry, StageManifest
 from winnow.storage.fs import Location, resolve
 
-MANIFEST = "_manifest.json"
+MANIFEST = "_manifest.json"  # OUT/<stage>/_manifest.json: the stage's counts and figures
+STAGE_CONFIG = "_stage.json"  # OUT/<stage>/_stage.json: the config hash its outputs were made under
+RUN_SUMMARY = "_run.json"  # OUT/_run.json: the finished run's summary (stages in order, config)
 LEDGER = "_ledger"
 
 

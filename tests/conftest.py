@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+import sys
 import tempfile
 from pathlib import Path
 
@@ -17,6 +18,8 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 REPO = Path(__file__).resolve().parents[1]
+# the helpers tests share with the benchmarks (`support`, `dedup_eval`) live in benchmarks/
+sys.path.insert(0, str(REPO / "benchmarks"))
 
 
 def shared(relative: str) -> Path:

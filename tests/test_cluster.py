@@ -95,11 +95,11 @@ def _cluster_run(cluster, root, config, out):
 def test_winnow_runs_on_a_two_node_cluster_with_its_code_shipped(ray_cluster, corpus):
     probe = subprocess.run([sys.executable, "-c", f"""
 import json, ray
-from winnow.stages.runtime import ray_session
+from winnow.runtime import ray_session
 
 @ray.remote(num_cpus=1)
 def where():
-    import time, winnow.stages.runtime as runtime
+    import time, winnow.runtime.segments as runtime
     time.sleep(1.0)
     return ray.get_runtime_context().get_node_id(), runtime.__file__
 

@@ -14,7 +14,9 @@ import pytest
 from conftest import documents, shared, web_documents
 from winnow.scorers.data import benchmark_text, read_table
 from winnow.stages.decontaminate import Decontaminate, DecontaminateConfig, contamination, words_with_offsets
-from winnow.stages.runtime import RuntimeOptions, Shard, run_stage
+from support import run_stage
+
+from winnow.runtime import RuntimeOptions, Shard
 from winnow.storage.fs import resolve
 
 LOCAL = "reference/llmfoundry_eval_local_data"

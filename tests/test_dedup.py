@@ -14,8 +14,10 @@ from conftest import documents, shared
 from winnow.flows.demo import article
 from winnow.schemas.config import ConfigError, parse_config
 from winnow.stages.dedup import Dedup, DedupConfig, shingle_hash, Shingler, shingles
-from winnow.stages.dedup_eval import brute_force_truth, edited_corpus
-from winnow.stages.runtime import RuntimeOptions, Shard, run_stage
+from dedup_eval import brute_force_truth, edited_corpus
+from support import run_stage
+
+from winnow.runtime import RuntimeOptions, Shard
 from winnow.storage.fs import resolve
 
 DEFAULT = DedupConfig(name="dedup")

@@ -8,7 +8,9 @@ import torch
 
 from winnow.flows.demo import article
 from winnow.gpu.engine import plan_batches
-from winnow.scorers.transformer import TransformerScorer, make_tiny_classifier
+from support import make_tiny_classifier
+
+from winnow.scorers.transformer import TransformerScorer
 
 
 @pytest.fixture(scope="module")

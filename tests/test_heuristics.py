@@ -122,7 +122,7 @@ def test_words_are_spacys_english_tokens_on_real_text():
     and splitting line by line gives the text's words."""
     spacy = pytest.importorskip("spacy", reason="spaCy (dev extra) is the reference")
     from winnow.stages.heuristics import Doc
-    from winnow.stages.spacy_words import RULES
+    from winnow.stages.lib.spacy_words import RULES
 
     tokenizer = spacy.blank("en").tokenizer
     assert json.loads(RULES.read_text())["spacy"].split(".")[:2] == spacy.__version__.split(".")[:2]
@@ -142,7 +142,7 @@ def test_letters_alone_are_never_split_so_the_fast_path_is_exact():
     import itertools
     import string
 
-    from winnow.stages.spacy_words import load
+    from winnow.stages.lib.spacy_words import load
 
     tokenizer = load()
     for n in (1, 2, 3):
@@ -152,7 +152,7 @@ def test_letters_alone_are_never_split_so_the_fast_path_is_exact():
 
 
 def test_bounded_memo_keeps_memory_bounded_and_frequent_keys_computed_once():
-    from winnow.stages.spacy_words import BoundedMemo
+    from winnow.stages.lib.spacy_words import BoundedMemo
 
     computed = []
     memo = BoundedMemo(lambda key: computed.append(key) or key * 2, limit=4)

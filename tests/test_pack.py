@@ -14,7 +14,9 @@ from winnow.stages.tokenize import TokenizeConfig
 from winnow.scorers.tokenizer import train_bpe
 from winnow.stages.base import RunContext
 from winnow.stages.pack import Pack
-from winnow.stages.runtime import RuntimeOptions, Shard, run_stage
+from support import run_stage
+
+from winnow.runtime import RuntimeOptions, Shard
 from winnow.stages.tokenize import Tokenize
 from winnow.storage.fs import resolve
 from winnow.storage.megatron import read_sequences

@@ -4,7 +4,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from winnow.stages.packing import bfd, concat, decompose
+from winnow.stages.lib.packing import bfd, concat, decompose
 from winnow.storage.megatron import MegatronWriter, read_index, read_sequences
 
 lengths_strategy = st.lists(st.integers(min_value=1, max_value=300), min_size=1, max_size=60)

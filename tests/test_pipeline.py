@@ -10,7 +10,7 @@ import pytest
 from conftest import write_jsonl
 from winnow.flows.curate import InputError, curate
 from winnow.flows.demo import demo_config, write_demo_corpus
-from winnow.stages.runtime import StageFailedError
+from winnow.runtime import StageFailedError
 from winnow.storage.fs import resolve
 from winnow.storage.manifest import read_kept
 

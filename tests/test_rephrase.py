@@ -17,7 +17,9 @@ from openai_server import OpenAICompatibleServer
 from winnow.stages.rephrase import RephraseConfig
 from winnow.scorers.generate import load_token_counter
 from winnow.stages.rephrase import Rephrase, chunk_text, render_prompt, styles_for
-from winnow.stages.runtime import RuntimeOptions, Shard, run_stage
+from support import run_stage
+
+from winnow.runtime import RuntimeOptions, Shard
 from winnow.storage.fs import resolve
 
 CHAT_TEMPLATE = ("{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}\n{% endfor %}"
@@ -161,7 +163,7 @@ def test_openai_backend_survives_throttling_errors_and_a_hung_request(tmp_path, 
                                  openai={"base_url": server.url, "api_key_env": "WINNOW_TEST_KEY", "concurrency": 3,
                                          "timeout_s": 2.0, "max_retries": 4, "backoff_s": 0.01})
             stage = Rephrase(cfg)
-            jobs = stage.plan(table)
+            jobs = stage.jobs_for(table)
             requests_before = server.requests
             result = stage.apply(table, jobs)
 
@@ -200,7 +202,7 @@ def test_resume_generates_only_for_uncommitted_shards(tmp_path, tiny_lm):
         first = {p.name: p.read_bytes() for p in out.glob("part-*.parquet")}
         answered = server.prompts_answered
         manifest, kept, _ = run_rephrase(cfg, shards, out)
-        prompts_shard_3 = sum(len(chunks) for _, _, chunks in Rephrase(cfg).plan(pq.read_table(shards[2].source.uri)))
+        prompts_shard_3 = sum(len(chunks) for _, _, chunks in Rephrase(cfg).jobs_for(pq.read_table(shards[2].source.uri)))
         assert server.prompts_answered - answered == prompts_shard_3
         assert {p: (out / p).read_bytes() for p in first} == first
         assert manifest.rows_in == 12 and manifest.rows_added == 12

@@ -10,7 +10,9 @@ import ray
 from winnow.stages.heuristics import HeuristicsConfig
 from winnow.schemas.documents import DOCUMENT_SCHEMA
 from winnow.stages.base import DocumentStage, StageResult
-from winnow.stages.runtime import RuntimeOptions, Shard, StageFailedError, run_stage
+from support import run_stage
+
+from winnow.runtime import RuntimeOptions, Shard, StageFailedError
 from winnow.storage.fs import StorageError, resolve
 
 pytestmark = pytest.mark.usefixtures("ray_local")

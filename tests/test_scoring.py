@@ -19,7 +19,10 @@ from winnow.stages.toxicity import ToxicityConfig
 from winnow.scorers.data import parse_label_map, read_labelled
 from winnow.scorers.fasttext import FastTextParams, FastTextScorer, roc_auc, train
 from winnow.stages.quality import Quality
-from winnow.stages.runtime import RuntimeOptions, Shard, run_stage
+from winnow.stages.scoring import TopShareStage
+from support import run_stage
+
+from winnow.runtime import RuntimeOptions, Shard
 from winnow.stages.toxicity import Toxicity
 from winnow.storage.fs import resolve
 
@@ -191,6 +194,10 @@ class QualityDiesInActor(Quality):
             open(self.marker, "w").close()
             os._exit(1)
         return super().score_here(texts)
+
+
+class QualityTopShareDiesInActor(TopShareStage, QualityDiesInActor):
+    """The same, keeping a top share (what `QualityDiesInActor(config)` builds for a `keep_top` config)."""
 
 
 @pytest.mark.usefixtures("ray_local")

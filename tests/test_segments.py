@@ -18,7 +18,8 @@ from winnow.schemas.config import StageConfig
 from winnow.stages.base import DocumentStage, StageResult
 from winnow.stages.exact_dedup import ExactDedup, ExactDedupConfig
 from winnow.stages.heuristics import Heuristics, HeuristicsConfig
-from winnow.stages.runtime import RuntimeOptions, Shard, Step, run_segment
+from winnow.runtime import RuntimeOptions, Shard, Step, run_segment
+from winnow.runtime.shuffle import RayPlanContext
 from winnow.storage.fs import resolve
 
 pytestmark = pytest.mark.usefixtures("ray_local", "prefect_api")
@@ -75,14 +76,14 @@ def test_keys_computed_on_the_way_are_not_read_again(tmp_path):
     hidden = tmp_path / "hidden"
     shutil.move(tmp_path / "out" / "heuristics", hidden)
     os.makedirs(tmp_path / "out" / "heuristics")
-    decisions, figures = exact.plan(result.shards, options, result.mapped)
+    plan = exact.plan(RayPlanContext(exact, result.shards, options, result.mapped))
     shutil.rmtree(tmp_path / "out" / "heuristics")
     shutil.move(hidden, tmp_path / "out" / "heuristics")
-    read_again, figures_read = exact.plan(result.shards, options)  # the same plan, reading the shards
-    assert figures == figures_read and figures["duplicate_groups"] > 0
+    read_again = exact.plan(RayPlanContext(exact, result.shards, options))  # the same plan, reading the shards
+    assert plan.figures == read_again.figures and plan.figures["duplicate_groups"] > 0
     for shard in result.shards:
-        mine = pa.concat_tables(ray.get(decisions[shard.name]))
-        theirs = pa.concat_tables(ray.get(read_again[shard.name]))
+        mine = pa.concat_tables(ray.get(plan.decisions[shard.name]))
+        theirs = pa.concat_tables(ray.get(read_again.decisions[shard.name]))
         assert mine.sort_by("_row").equals(theirs.sort_by("_row"))
 
 
@@ -101,7 +102,7 @@ class CountSetups(DocumentStage):
         return os.getpid()
 
     def apply(self, table: pa.Table) -> StageResult:
-        assert self.models == os.getpid()
+        assert self.loaded == os.getpid()
         open(os.path.join(self.config.marker_dir, f"used-{os.getpid()}"), "a").close()
         return StageResult.of(self.name, table.num_rows, table, table.slice(0, 0), [])
 

@@ -15,7 +15,9 @@ from winnow.stages.color_filter import ColorFilterConfig
 from winnow.scorers.lm import train_lm
 from winnow.scorers.tokenizer import train_bpe
 from winnow.stages.color_filter import ColorFilter
-from winnow.stages.runtime import RuntimeOptions, Shard, run_stage
+from support import run_stage
+
+from winnow.runtime import RuntimeOptions, Shard
 from winnow.storage.fs import resolve
 
 
@@ -130,13 +132,15 @@ def test_preselect_trains_from_model_losses_and_keeps_a_character_share(tmp_path
 
 def select(shards, share, share_by="documents", gather_limit=1 << 20, samples=1024):
     """Run the distributed selection in-process over shards of (scores, ids, weights)."""
-    from winnow.stages.selection import exact_share, find_cutoff, key_table, target_weight
+    from winnow.runtime.selection import find_cutoff
+    from winnow.stages.scoring import Cutoff, exact_share, key_table, target_weight
 
     tables = [key_table(np.array(s, dtype=np.float32), pa.array(i, pa.string()), np.array(w, np.int64))
               for s, i, w in shards]
     total = sum(int(np.sum(w)) for _, _, w in shards)
     target = target_weight(total, exact_share(share), share_by)
-    cutoff, figures = find_cutoff(lambda fn, *args: [fn(t, *args) for t in tables], target, gather_limit, samples)
+    boundary, figures = find_cutoff(lambda fn, *args: [fn(t, *args) for t in tables], target, gather_limit, samples)
+    cutoff = Cutoff.at(boundary)
     kept = {i for s, ids, _ in shards for i, k in zip(ids, cutoff.keep(np.array(s, np.float32), ids)) if k}
     return cutoff, kept, figures
 

@@ -7,7 +7,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from winnow.schemas.documents import DOCUMENT_SCHEMA
-from winnow.stages.runtime import RuntimeOptions, Shard, run_stage
+from support import run_stage
+
+from winnow.runtime import RuntimeOptions, Shard
 from winnow.stages.url_filter import UrlFilter, UrlFilterConfig, host_and_path
 from winnow.storage.fs import resolve
 

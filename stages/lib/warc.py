@@ -33,7 +33,6 @@ from resiliparse.parse.html import HTMLTree
 from winnow.storage.fs import Location, StorageError
 from winnow.storage.shards import S3_READ_BYTES, CorruptInputError
 
-EXTRACTORS = ("resiliparse", "trafilatura")
 HTML_TYPES = ("text/html", "application/xhtml+xml")
 _CONTENT_DECODERS = {"gzip": GzipReader, "x-gzip": GzipReader, "br": BrotliReader, "zstd": ZstdReader}
 
@@ -176,13 +175,3 @@ def extract(html: str, extractor: str, url: str | None = None) -> tuple[str, str
     text = extract_plain_text(tree, preserve_formatting=True, main_content=True, list_bullets=True,
                               alt_texts=False, links=False, form_fields=False, noscript=False, comments=False)
     return text.strip(), (tree.title or None)
-
-
-def check_extractor(extractor: str) -> None:
-    """Fail at config time, not in a worker, when the chosen extractor is not installed."""
-    if extractor == "trafilatura":
-        try:
-            import trafilatura  # noqa: F401
-        except ImportError:
-            raise ValueError("html_extractor: trafilatura is not installed "
-                             "(pip install 'winnow[trafilatura]')") from None

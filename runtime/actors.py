@@ -5,10 +5,11 @@ reloaded for every shard).
 
 A stage asks for actors through `Stage.model_actors`: by default as many as its `num_gpus` lets fit
 on the cluster's GPUs, none without GPUs (each shard task then loads the models, on CPU); its
-config's `actors` sets the number, GPUs or not. Tasks send a batch's inputs to an actor and get its
-outputs back (`Stage.submit_to_models`), submitting the next batch before waiting for the last. An
-actor that dies is restarted by Ray (it loads its models again) and the calls it had not answered
-are sent again, so the shard tasks, their commits and resume are untouched by it.
+config's `actors` sets the number, GPUs or not. The runtime hands a stage's pool to its tasks in their
+`ShardContext.models`; tasks send a batch's inputs to an actor and get its outputs back
+(`Stage.call_models`), submitting the next batch before waiting for the last. An actor that dies is
+restarted by Ray (it loads its models again) and the calls it had not answered are sent again, so the
+shard tasks, their commits and resume are untouched by it.
 """
 
 from __future__ import annotations
@@ -16,8 +17,11 @@ from __future__ import annotations
 import itertools
 import logging
 import os
-from collections.abc import Iterator, Sequence
+import random
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
 
 import ray
 
@@ -35,7 +39,7 @@ class ModelActor:
 
     def __init__(self, stage: Stage):
         self.stage = stage
-        stage.models  # noqa: B018 - load now, not on the first batch
+        stage.loaded  # noqa: B018 - load now, not on the first batch
 
     def call(self, method: str, *args):
         return getattr(self.stage, method)(*args)
@@ -44,33 +48,42 @@ class ModelActor:
         return os.getpid()
 
 
+@dataclass(frozen=True)
+class ModelPool:
+    """The actors serving one stage's models (picklable: tasks receive it)."""
+
+    actors: tuple
+
+    def submit(self, method: str, *args) -> Callable[[], Any]:
+        """Run the stage's `method(*args)` in one of the actors; returns a function that waits for it."""
+        ref = random.choice(self.actors).call.remote(method, *args)
+        return lambda: ray.get(ref)
+
+
 def actor_name(run_id: str, stage: Stage, pool: int, i: int) -> str:
     """The name a pool's actor is registered under (`ray.util.list_named_actors`): for operators and tests."""
     return f"winnow-{run_id}-{stage.name}-{pool}-{i}"
 
 
 @contextmanager
-def model_pools(stages: Sequence[Stage], run_id: str) -> Iterator[None]:
-    """Start the model actors the stages ask for and give the stages their handles (before the stages
-    are shipped to tasks); stop the actors when the block ends."""
+def model_pools(stages: Sequence[Stage], run_id: str) -> Iterator[dict[str, ModelPool]]:
+    """Start the model actors the stages ask for; yields {stage name: its pool}; stops them at the end."""
     gpus = float(ray.cluster_resources().get("GPU", 0))
-    started: list[Stage] = []
+    pools: dict[str, ModelPool] = {}
     try:
         for stage in stages:
-            n = stage.model_actors(gpus) if not stage.pool else 0
-            if not n:
+            n = stage.model_actors(gpus)
+            if not n or stage.name in pools:
                 continue
             per_actor = stage.gpus() if gpus else 0
             remote = ray.remote(num_gpus=per_actor, max_restarts=-1, max_task_retries=-1,
                                 max_concurrency=2)(ModelActor)
-            # created before the handles are set, so the actors' own copies of the stage compute locally
             pool = next(_pools)
-            stage.pool = tuple(remote.options(name=actor_name(run_id, stage, pool, i)).remote(stage) for i in range(n))
-            started.append(stage)
+            pools[stage.name] = ModelPool(tuple(remote.options(name=actor_name(run_id, stage, pool, i)).remote(stage)
+                                                for i in range(n)))
             log.info("stage %s: %d model actor(s), %g GPU each", stage.name, n, per_actor)
-        yield
+        yield pools
     finally:
-        for stage in started:
-            for actor in stage.pool:
+        for pool in pools.values():
+            for actor in pool.actors:
                 ray.kill(actor, no_restart=True)
-            stage.pool = ()
