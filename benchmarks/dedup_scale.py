@@ -18,13 +18,12 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-
 from dedup_vs_datatrove import PeakRSS  # noqa: I001 - sibling benchmark module
 
 
 def short_documents(n: int, seed: int = 0) -> list[str]:
-    from winnow.flows.demo import TOPICS, _sentence
     from dedup_eval import edit
+    from winnow.flows.demo import TOPICS, _sentence
 
     rng = random.Random(seed)
     topics = sorted(TOPICS)
@@ -48,12 +47,10 @@ def main() -> None:
 
     import ray
 
-    from winnow.stages.dedup import DedupConfig
-    from winnow.schemas.documents import DOCUMENT_SCHEMA
-    from winnow.stages.dedup import Dedup
     from support import run_stage
-
-from winnow.runtime import RuntimeOptions, Shard
+    from winnow.runtime import RuntimeOptions, Shard
+    from winnow.schemas.documents import DOCUMENT_SCHEMA
+    from winnow.stages.dedup import Dedup, DedupConfig
     from winnow.storage.fs import resolve
 
     work = Path(tempfile.mkdtemp(prefix="dedup-scale-"))

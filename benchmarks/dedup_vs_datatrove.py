@@ -105,10 +105,9 @@ def write_shards(directory: Path, ids: list[str], texts: list[str], n_shards: in
 def run_winnow(paths: list[Path], out: Path, cpus: int) -> tuple[set[str], float, int]:
     import ray
 
-    from winnow.stages.dedup import Dedup, DedupConfig
     from support import run_stage
-
-from winnow.runtime import RuntimeOptions, Shard
+    from winnow.runtime import RuntimeOptions, Shard
+    from winnow.stages.dedup import Dedup, DedupConfig
     from winnow.storage.fs import resolve
 
     ray.init(address="local", num_cpus=cpus, include_dashboard=False, log_to_driver=False)
@@ -125,11 +124,15 @@ from winnow.runtime import RuntimeOptions, Shard
 
 def run_datatrove(paths: list[Path], work: Path, workers: int) -> tuple[set[str], float, int]:
     from datatrove.executor import LocalPipelineExecutor
-    from datatrove.pipeline.dedup import MinhashConfig, MinhashDedupBuckets, MinhashDedupCluster, \
-        MinhashDedupFilter, MinhashDedupSignature
+    from datatrove.pipeline.dedup import (
+        MinhashConfig,
+        MinhashDedupBuckets,
+        MinhashDedupCluster,
+        MinhashDedupFilter,
+        MinhashDedupSignature,
+    )
     from datatrove.pipeline.readers import ParquetReader
     from datatrove.pipeline.writers import JsonlWriter
-
     from datatrove.utils.hashing import HashConfig
 
     # 64-bit SHA-1 shingle hashes: datatrove's xxhash default rejects str with xxhash >= 3.5 (it passes
@@ -175,8 +178,8 @@ def main() -> None:
     parser.add_argument("--skip-datatrove", action="store_true")
     args = parser.parse_args()
 
-    from winnow.stages.dedup import DedupConfig
     from dedup_eval import brute_force_truth, edited_corpus, family
+    from winnow.stages.dedup import DedupConfig
 
     originals = real_texts()
     ids, texts = edited_corpus(originals, copies=args.docs, seed=0)

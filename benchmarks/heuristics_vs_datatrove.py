@@ -133,7 +133,7 @@ def main() -> None:
         keep_d, secs_d = datatrove[name]
         total_dt += secs_d
         rate_w, rate_d = len(keep_w) / secs_w, len(keep_d) / secs_d
-        agree = sum(a == b for a, b in zip(keep_w, keep_d)) / n_dt
+        agree = sum(a == b for a, b in zip(keep_w, keep_d, strict=True)) / n_dt
         print(f"{name:<18}{rate_w:>14,.0f}{rate_d:>18,.0f}{rate_w / rate_d:>7.1f}x{agree:>10.2%}"
               f"{keep_w[:n_dt].count(False):>14,}{keep_d.count(False):>17,}")
     all_rate = len(texts) / winnow["all"][1]

@@ -225,6 +225,7 @@ def main() -> None:
     args = parser.parse_args()
 
     import ray
+
     from dedup_eval import edited_corpus
 
     ids, texts = edited_corpus(real_texts(), copies=args.docs, seed=0)

@@ -53,8 +53,14 @@ def main() -> None:
 
     import torch
 
-    from winnow.scorers.generate import (WRAP_INSTRUCTIONS, WRAP_SYSTEM, WRAP_TEMPLATE, SamplingParams,
-                                         TransformersBackend, VLLMBackend)
+    from winnow.scorers.generate import (
+        WRAP_INSTRUCTIONS,
+        WRAP_SYSTEM,
+        WRAP_TEMPLATE,
+        SamplingParams,
+        TransformersBackend,
+        VLLMBackend,
+    )
     from winnow.scorers.lm import make_tiny_lm
     from winnow.scorers.tokenizer import train_bpe
 

@@ -36,10 +36,9 @@ def reference_texts() -> list[str]:
 
 
 def bench_fasttext(web: list[str], ref: list[str], n_docs: int, work: Path) -> None:
-    from winnow.stages.quality import QualityConfig
     from winnow.schemas.documents import DOCUMENT_SCHEMA
     from winnow.scorers.fasttext import load_model, train
-    from winnow.stages.quality import Quality
+    from winnow.stages.quality import Quality, QualityConfig
 
     model_path = work / "quality.bin"
     train(ref + web, ["hq"] * len(ref) + ["cc"] * len(web), model_path, positive="hq", holdout=0.0)
@@ -84,8 +83,7 @@ def bench_transformer(web: list[str], n_docs: int, work: Path, args) -> None:
     from contextlib import nullcontext
 
     from support import make_tiny_classifier
-
-from winnow.scorers.transformer import TransformerScorer
+    from winnow.scorers.transformer import TransformerScorer
 
     path = make_tiny_classifier(work / "model", web[:500], num_labels=2, hidden=args.hidden, layers=args.layers,
                                 heads=args.heads, intermediate=args.intermediate, vocab_size=args.vocab)

@@ -20,7 +20,6 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-
 from dedup_vs_datatrove import PeakRSS  # noqa: I001 - sibling benchmark module
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -41,18 +40,14 @@ def main() -> None:
     parser.add_argument("--vocab", type=int, default=32000)
     args = parser.parse_args()
 
-    from winnow.stages.base import RunContext
-    from winnow.stages.pack import PackConfig
-    from winnow.stages.tokenize import TokenizeConfig
-    from winnow.scorers.tokenizer import load_tokenizer, train_bpe
-    from winnow.schemas.documents import DOCUMENT_SCHEMA
-    from winnow.stages.base import RunContext
-    from winnow.stages.pack import Pack
-    from winnow.stages.lib.packing import bfd, concat
     from support import run_stage
-
-from winnow.runtime import RuntimeOptions, Shard
-    from winnow.stages.tokenize import Tokenize
+    from winnow.runtime import RuntimeOptions, Shard
+    from winnow.schemas.documents import DOCUMENT_SCHEMA
+    from winnow.scorers.tokenizer import load_tokenizer, train_bpe
+    from winnow.stages.base import RunContext
+    from winnow.stages.lib.packing import bfd, concat
+    from winnow.stages.pack import Pack, PackConfig
+    from winnow.stages.tokenize import Tokenize, TokenizeConfig
     from winnow.storage.fs import resolve
 
     corpus = texts()

@@ -156,7 +156,8 @@ def _deploy(args: argparse.Namespace) -> int:
     console.print(f"deployment {result['name']!r} ({result['id']}) on {result['api']}: cron {args.cron!r} "
                   f"({args.timezone})")
     if args.pool:
-        console.print(f"runs go to work pool {args.pool!r}: start a worker with `prefect worker start --pool {args.pool}`")
+        console.print(f"runs go to work pool {args.pool!r}: start a worker with "
+                      f"`prefect worker start --pool {args.pool}`")
     else:
         console.print("runs are executed by `winnow serve` (keep it running); trigger one now with "
                       f"`prefect deployment run 'curate/{result['name']}'`")
@@ -409,8 +410,8 @@ class _WithoutTraceback(logging.Filter):
 
 def main(argv: list[str] | None = None) -> int:
     from winnow.flows.curate import InputError
-    from winnow.schemas.config import ConfigError
     from winnow.runtime import StageFailedError
+    from winnow.schemas.config import ConfigError
     from winnow.stages import StageFileError
     from winnow.storage.lock import OutputLockedError
 

@@ -18,9 +18,10 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from winnow.flows.report import write_report
+from winnow.runtime import (RuntimeOptions, SegmentResult, Shard, Step, ray_session, run_segment,
+                            split_into_segments)
 from winnow.schemas.config import RunConfig, apply_overrides, load_config, parse_config
 from winnow.stages import Stage, build_stage
-from winnow.runtime import RuntimeOptions, SegmentResult, Shard, Step, ray_session, run_segment, segments
 from winnow.storage.fs import Location, resolve
 from winnow.storage.hf import DatasetLayoutError, dataset_files, part_names, write_metadata, write_part
 from winnow.storage.lock import output_lock
@@ -133,14 +134,14 @@ def curate(config: RunConfig | dict | str, ray_address: str | None = None, out: 
                  for i, c in enumerate(config.stages)]
         # A dry run stops at the first stage that has one; what comes before it is written for it to read.
         dry = next((s.name for s in steps if type(s.stage).dry_run is not Stage.dry_run), None) if dry_run else None
-        plan = segments(steps, {dry} if dry else set())
+        order = split_into_segments(steps, {dry} if dry else set())
         mapped = None
         with ray_session(ray_address or config.runtime.ray_address, config.runtime.num_cpus, tuple(config.plugins)):
-            for k, segment in enumerate(plan):
+            for k, segment in enumerate(order):
                 if segment[0].name == dry:
                     summary["dry_run"] = {"stage": dry, **segment[0].stage.dry_run(shards, config.runtime.batch_size)}
                     return summary
-                next_stage = plan[k + 1][0].stage if k + 1 < len(plan) else None
+                next_stage = order[k + 1][0].stage if k + 1 < len(order) else None
                 result = segment_task("+".join(s.name for s in segment), segment, shards, options, next_stage, mapped)
                 for step, manifest in zip(segment, result.manifests, strict=True):
                     summary["stages"][step.name] = stage_counts(step, manifest, result.skipped)

@@ -12,9 +12,9 @@ stage contract (`winnow.stages.base`) and hands stages what they need as context
 | `progress` | the progress bar |
 """
 
-from winnow.runtime.segments import SegmentResult, Step, run_segment, segments
+from winnow.runtime.segments import SegmentResult, Step, run_segment, split_into_segments
 from winnow.runtime.session import ray_session
 from winnow.runtime.tasks import RuntimeOptions, Shard, StageFailedError
 
 __all__ = ["RuntimeOptions", "SegmentResult", "Shard", "StageFailedError", "Step", "ray_session", "run_segment",
-           "segments"]
+           "split_into_segments"]

@@ -65,7 +65,7 @@ class Step:
         return bool(getattr(self.stage.config, "checkpoint", False))
 
 
-def segments(steps: list[Step], boundaries: set[str] = frozenset()) -> list[list[Step]]:
+def split_into_segments(steps: list[Step], boundaries: set[str] = frozenset()) -> list[list[Step]]:
     """Steps grouped into segments: a new one at a global stage that follows a per-shard one, after a
     checkpoint, and before any stage named in `boundaries` (a dry run's stage)."""
     out: list[list[Step]] = []

@@ -12,11 +12,20 @@ import difflib
 import hashlib
 import json
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, Literal, Union
+from typing import Annotated, Any, ClassVar, Literal
 
 import yaml
-from pydantic import (BaseModel, ConfigDict, Field, SecretStr, SerializeAsAny, TypeAdapter, ValidationError,
-                      field_validator, model_validator)
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    SerializeAsAny,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
 
@@ -153,11 +162,11 @@ class RunConfig(StrictModel):
     def _stage_models(cls, value: Any, handler) -> list[StageConfig]:
         """Each entry as its stage's own model, chosen by `name` among the registered stages."""
         models = tuple(stage_configs().values())
-        entry = Annotated[Union[models], Field(discriminator="name")] if len(models) > 1 else models[0]
+        entry = Annotated[models, Field(discriminator="name")] if len(models) > 1 else models[0]
         return handler(TypeAdapter(list[entry]).validate_python(value))
 
     @model_validator(mode="after")
-    def _check_stage_order(self) -> "RunConfig":
+    def _check_stage_order(self) -> RunConfig:
         names = [s.name for s in self.stages]
         sources = " or ".join(repr(n) for n, c in sorted(STAGE_CONFIGS.items()) if c.source)
         if not type(self.stages[0]).source:

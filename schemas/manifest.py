@@ -70,7 +70,7 @@ class StageManifest(BaseModel):
     @classmethod
     def from_shards(cls, stage: str, kind: str, config_hash: str, shards: list[ShardEntry], seconds: float,
                     extra: dict | None = None, kept: str = "written",
-                    next_stage: str | None = None) -> "StageManifest":
+                    next_stage: str | None = None) -> StageManifest:
         from winnow import __version__
         from winnow.schemas.documents import SCHEMA_VERSION
 

@@ -11,7 +11,6 @@ from pydantic import Field
 
 from winnow.schemas.config import StrictModel
 
-
 ACTORS_HELP = ("model actors serving the stage, each loading the model once for all shards (default: as many as "
                "num_gpus fits on the cluster's GPUs; none without GPUs: each shard task loads the model)")
 

@@ -234,7 +234,8 @@ def load_backend(config):
     if config.backend == "vllm":
         return VLLMBackend(config.model, config.chat_template, config.seed)
     o = config.openai
-    return OpenAIBackend(config.model, o.base_url, o.api_key_env, o.concurrency, o.timeout_s, o.max_retries, o.backoff_s)
+    return OpenAIBackend(config.model, o.base_url, o.api_key_env, o.concurrency, o.timeout_s, o.max_retries,
+                         o.backoff_s)
 
 
 def load_token_counter(config):

@@ -43,7 +43,7 @@ class OutputHead:
     softcap: float | None = None
 
     @classmethod
-    def of(cls, model) -> "OutputHead | None":
+    def of(cls, model) -> OutputHead | None:
         """The head read off the model and its config (None: no linear output layer to read)."""
         head = model.get_output_embeddings()
         if not isinstance(head, torch.nn.Linear):
@@ -145,7 +145,7 @@ class LMScorer:
                 nll = self._nll(ids.to(self.device), mask.to(self.device), rows, cols,
                                 torch.tensor(targets, device=self.device), self.head).cpu().numpy()
                 offset = 0
-                for row, j in enumerate(batch):
+                for j in batch:
                     pieces[j] = nll[offset: offset + jobs[j][2]]
                     offset += jobs[j][2]
         for j, (doc, _, _) in enumerate(jobs):

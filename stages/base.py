@@ -35,7 +35,7 @@ class StageResult:
     @classmethod
     def of(cls, stage: str, rows_in: int, kept: pa.Table, dropped: pa.Table,
            reasons: Sequence[str], details: Sequence[str | None] | None = None, rows_added: int = 0,
-           counters: dict[str, int] | None = None) -> "StageResult":
+           counters: dict[str, int] | None = None) -> StageResult:
         return cls(rows_in, kept, make_rejects(dropped, stage, list(reasons), details), rows_added, counters or {})
 
 
@@ -108,7 +108,7 @@ class PlanContext(Protocol):
     def put(self, value) -> Any:
         """`value` stored once and handed to every task that gets it as an argument."""
 
-    def map(self, stage: "GlobalStage") -> tuple[list[list], list]:
+    def map(self, stage: GlobalStage) -> tuple[list[list], list]:
         """The stage's mapper over every shard (reusing what was mapped on the way): outputs per shard, figures."""
 
     def map_shards(self, phase: str, fn: Callable, outputs: int, *args,
@@ -151,7 +151,7 @@ def sum_figures(figures: list[dict]) -> dict:
     return total
 
 
-STAGES: dict[str, type["Stage"]] = {}
+STAGES: dict[str, type[Stage]] = {}
 _LOADED: dict[tuple, object] = {}  # per process: (stage class, config) -> what its `setup` loaded
 
 
@@ -201,12 +201,12 @@ class Stage:
         self.run = run or RunContext()
 
     @classmethod
-    def variant(cls, config) -> type["Stage"]:
+    def variant(cls, config) -> type[Stage]:
         """The class that runs this config (e.g. a scored stage keeping a top share is a global stage)."""
         return cls
 
     @classmethod
-    def commands(cls) -> list["Command"]:
+    def commands(cls) -> list[Command]:
         """`winnow` sub-commands this stage adds (e.g. a report on what it found in a run)."""
         return []
 
@@ -351,7 +351,7 @@ class GlobalStage(Stage):
             offset += table.num_rows
 
     # -- keys computed on the way: the segment before this stage feeds its output batches to a mapper
-    def mapper(self, shard: ShardContext) -> "Mapper | None":
+    def mapper(self, shard: ShardContext) -> Mapper | None:
         """What collects this stage's per-shard keys from batches as they stream by (None: the stage
         reads its input itself in `plan`). The default collects `map_keys` for one hash shuffle."""
         return KeyMapper(self, shard.index, shard.partitions)

@@ -110,7 +110,7 @@ class NgramIndex:
     too_short: dict[str, int]
 
     @classmethod
-    def build(cls, sources: list[BenchmarkSource], n: int, stage: str = "decontaminate") -> "NgramIndex":
+    def build(cls, sources: list[BenchmarkSource], n: int, stage: str = "decontaminate") -> NgramIndex:
         """The index of every source's items; a file that is missing, empty, unreadable or holds no items
         is a StageFileError naming it."""
         memo: dict[str, int] = {}

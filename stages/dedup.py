@@ -78,7 +78,7 @@ class DedupConfig(StageConfig):
         10, ge=1, description="a bucket of up to this many documents yields all its pairs; larger ones a star")
 
     @model_validator(mode="after")
-    def _check_banding(self) -> "DedupConfig":
+    def _check_banding(self) -> DedupConfig:
         switches = {"lowercase", "strip_punctuation", "collapse_whitespace", "fold_digits", "strip_accents"}
         if self.normalize == "datatrove" and switches & self.model_fields_set:
             raise ValueError(f"normalize 'datatrove' fixes the normalisation; drop "
@@ -273,7 +273,7 @@ def _shard_of(nodes: np.ndarray) -> np.ndarray:
 class SignatureMapper(Mapper):
     """Band records (band, key, node) of one shard, split by key; figures last."""
 
-    def __init__(self, stage: "Dedup", shard_index: int, partitions: int):
+    def __init__(self, stage: Dedup, shard_index: int, partitions: int):
         self.shard_index, self.partitions = shard_index, partitions
         self.shingler = Shingler(stage.config)
         self.bands, _ = stage.config.banding()
@@ -298,7 +298,7 @@ class SignatureMapper(Mapper):
                                                              "shorter_than_a_shingle": self.short}]
 
 
-def _bucket_task(p, stage: "Dedup", partitions: int, n_shards: int, *parts):
+def _bucket_task(p, stage: Dedup, partitions: int, n_shards: int, *parts):
     """Candidate pairs of the buckets in this partition (split by u) and node requests per shard."""
     records = concat(parts)
     empty = EDGES.empty_table()
@@ -323,7 +323,7 @@ def _bucket_task(p, stage: "Dedup", partitions: int, n_shards: int, *parts):
             + [{"buckets": buckets.height}])
 
 
-def _fetch_task(shard_index, shard, stage: "Dedup", batch_size: int, partitions: int, *requests):
+def _fetch_task(shard_index, shard, stage: Dedup, batch_size: int, partitions: int, *requests):
     """id (+ score, + shingle hash set when verifying) of the requested rows of one shard, by node."""
     wanted = np.unique(np.concatenate([r.column("node").to_numpy() for r in requests] or [np.zeros(0, np.int64)]))
     rows_wanted = wanted & np.int64(0xFFFFFFFF)
@@ -356,7 +356,7 @@ def _both_directions(edges: pl.DataFrame, partitions: int) -> list[pa.Table]:
     return split_by(directed.unique().to_arrow().cast(EDGES), "u", partitions)
 
 
-def _edges_task(p, stage: "Dedup", partitions: int, get_values, fetched: list | None, *parts):
+def _edges_task(p, stage: Dedup, partitions: int, get_values, fetched: list | None, *parts):
     """Deduplicated candidate pairs of partition p, verified by exact Jaccard when asked; both directions."""
     edges = pl.from_arrow(concat(parts)).unique()
     figures = {"candidate_pairs": edges.height}
@@ -403,7 +403,7 @@ def _star_task(p, kind: str, partitions: int, *parts):
     return _both_directions(new, partitions) + [checksum]
 
 
-def _label_task(p, stage: "Dedup", partitions: int, n_edge_parts: int, *parts):
+def _label_task(p, stage: Dedup, partitions: int, n_edge_parts: int, *parts):
     """Each node of partition p with its component root (its smallest neighbour or itself) and id."""
     edges = pl.from_arrow(concat(parts[:n_edge_parts]) or EDGES.empty_table())
     attrs = concat(parts[n_edge_parts:])
@@ -416,7 +416,7 @@ def _label_task(p, stage: "Dedup", partitions: int, n_edge_parts: int, *parts):
     return split_by(joined, "root", partitions) + [joined.num_rows]
 
 
-def _survivor_task(p, stage: "Dedup", n_shards: int, *parts):
+def _survivor_task(p, stage: Dedup, n_shards: int, *parts):
     """One survivor per component (lowest id, first in input order, or highest score then lowest id);
     decisions by shard."""
     members = concat(parts)

@@ -12,8 +12,8 @@ import pyarrow as pa
 from pydantic import Field
 
 from winnow.schemas.config import Fraction, StageConfig
-from winnow.scorers.fasttext import fold, load_model
 from winnow.scorers.config import model_file_problem
+from winnow.scorers.fasttext import fold, load_model
 from winnow.stages.base import DocumentStage, Plot, StageFileError, StageResult
 
 

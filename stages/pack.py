@@ -56,7 +56,7 @@ class PackConfig(StageConfig):
     megatron: bool = Field(True, description="also write the documents as Megatron .bin/.idx")
 
     @model_validator(mode="after")
-    def _buckets(self) -> "PackConfig":
+    def _buckets(self) -> PackConfig:
         if self.min_log2 > self.max_log2:
             raise ValueError(f"min_log2 {self.min_log2} > max_log2 {self.max_log2}")
         return self
@@ -132,7 +132,7 @@ def _write_megatron(prefix: Location, tokens, offsets, dtype, seed: int) -> None
                 upload_file(local + suffix, Location(prefix.fs, prefix.path + suffix, prefix.uri + suffix))
 
 
-def _pack_rank(rank: int, stage: "Pack", shards, batch_size: int) -> dict:
+def _pack_rank(rank: int, stage: Pack, shards, batch_size: int) -> dict:
     cfg: PackConfig = stage.config
     ids, tokens, offsets = _load(shards, batch_size)
     lengths = np.diff(offsets).tolist()
@@ -199,7 +199,8 @@ class Pack(GlobalStage):
     def plan(self, ctx: PlanContext) -> Plan:
         shards = ctx.shards
         groups = [shards[r::self.config.ranks] for r in range(self.config.ranks)]
-        summaries = ctx.gather("packing", _pack_rank, [(r, self, group, ctx.batch_size) for r, group in enumerate(groups)])
+        summaries = ctx.gather("packing", _pack_rank,
+                               [(r, self, group, ctx.batch_size) for r, group in enumerate(groups)])
         total: dict = {"strategy": self.config.strategy, "seq_len": self.config.seq_len, "ranks": self.config.ranks,
                        "buckets": {}}
         for s in summaries:

@@ -29,7 +29,7 @@ class QualityConfig(StageConfig):
     share_by: Literal["documents", "characters"] = "documents"
 
     @model_validator(mode="after")
-    def _one_rule(self) -> "QualityConfig":
+    def _one_rule(self) -> QualityConfig:
         if self.mode == "filter" and (self.threshold is None) == (self.keep_top is None):
             raise ValueError("mode 'filter' needs exactly one of `threshold` or `keep_top` (or use mode: annotate)")
         if self.scorer.kind == "fasttext" and self.threshold is not None and not 0 <= self.threshold <= 1:

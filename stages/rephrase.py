@@ -22,20 +22,19 @@ committed one by one, so a resumed run generates only for shards not yet committ
 from __future__ import annotations
 
 import functools
-from pathlib import Path
 import hashlib
 import json
 import re
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Literal
 
 import pyarrow as pa
 from pydantic import Field, model_validator
 
 from winnow.schemas.config import Fraction, StageConfig, StrictModel
-from winnow.scorers.config import ACTORS_HELP
+from winnow.scorers.config import ACTORS_HELP, model_file_problem
 from winnow.scorers.generate import WRAP_INSTRUCTIONS, WRAP_SYSTEM, WRAP_TEMPLATE
-from winnow.scorers.config import model_file_problem
 from winnow.stages.base import DocumentStage, ShardContext, StageFileError, StageResult
 
 REFUSAL = re.compile(r"^\W*(I'?m sorry|I am sorry|sorry,|I apologi[sz]e|I can ?not|I can'?t|I'?m unable|I am unable|"
@@ -93,7 +92,7 @@ class RephraseConfig(StageConfig):
     openai: OpenAIConfig = OpenAIConfig()
 
     @model_validator(mode="after")
-    def _check(self) -> "RephraseConfig":
+    def _check(self) -> RephraseConfig:
         unknown = sorted(set(self.instructions) - {"easy", "wiki", "hard", "qa"})
         if unknown:
             raise ValueError(f"instructions for unknown style(s) {unknown}; styles are easy, wiki, hard, qa")
@@ -240,7 +239,7 @@ class Rephrase(DocumentStage):
         """The backend's generations of `prompts` (run where the model is: see `call_models`)."""
         return self.loaded.backend.generate(prompts, params)
 
-    def setup(self) -> "_Models":
+    def setup(self) -> _Models:
         return _Models(self.config)
 
     def process_tables(self, tables, shard: ShardContext = ShardContext()) -> Iterator[StageResult]:

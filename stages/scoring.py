@@ -27,8 +27,7 @@ import numpy as np
 import pyarrow as pa
 
 from winnow.scorers.config import ModelResources, load_scorer, model_file_problem
-from winnow.stages.base import (GlobalStage, Mapper, Plan, PlanContext, ShardContext, Stage, StageFileError,
-                                StageResult)
+from winnow.stages.base import GlobalStage, Mapper, Plan, PlanContext, ShardContext, Stage, StageFileError, StageResult
 
 
 def exact_share(value: float) -> Fraction:

@@ -30,7 +30,7 @@ class Location:
     path: str
     uri: str
 
-    def join(self, *parts: str) -> "Location":
+    def join(self, *parts: str) -> Location:
         """A location under this one; a part that would climb out of it ('..', absolute) is an error."""
         for part in parts:
             pieces = part.split("/")
@@ -83,7 +83,7 @@ class Location:
         elif info.type == pafs.FileType.File:
             self.fs.delete_file(self.path)
 
-    def list_files(self, pattern: str = "*") -> list["Location"]:
+    def list_files(self, pattern: str = "*") -> list[Location]:
         """Files under this location whose path relative to it (or base name) matches `pattern`."""
         info = self.fs.get_file_info(self.path)
         if info.type == pafs.FileType.File:

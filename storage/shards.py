@@ -186,7 +186,7 @@ class ShardWriter:
         if os.path.exists(self._tmp):
             os.remove(self._tmp)
 
-    def __enter__(self) -> "ShardWriter":
+    def __enter__(self) -> ShardWriter:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:

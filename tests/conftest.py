@@ -16,18 +16,29 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 REPO = Path(__file__).resolve().parents[1]
 # the helpers tests share with the benchmarks (`support`, `dedup_eval`) live in benchmarks/
 sys.path.insert(0, str(REPO / "benchmarks"))
 
 
-def shared(relative: str) -> Path:
-    """A file under ../shared/data, or skip the test with the reason."""
-    path = SHARED_DATA / relative
+DATA = REPO / "tests" / "data"
+
+
+def data(relative: str) -> Path:
+    """A file of the real text kept in tests/data (sources and licences: tests/data/README.md)."""
+    path = DATA / relative
     if not path.exists():
-        pytest.skip(f"needs the shared data set {relative} (../shared/data is absent)")
+        raise FileNotFoundError(f"{path}: not in tests/data (see tests/data/README.md)")
     return path
+
+
+def text_lines(relative: str) -> list[str]:
+    """The lines of a (gzipped) text file in tests/data."""
+    import gzip
+
+    path = data(relative)
+    with (gzip.open(path, "rt", encoding="utf-8") if path.suffix == ".gz" else path.open(encoding="utf-8")) as f:
+        return f.read().splitlines()
 
 
 @pytest.fixture(scope="session")
@@ -93,8 +104,8 @@ def web_documents() -> list[str]:
     import gzip
     import json
 
-    c4 = [json.loads(line)["text"] for line in shared("web/c4_train_first1k/c4_sample.jsonl").open()]
-    with gzip.open(shared("web/olmo_c4_sample_1k/c4-sample.00000-of-00001.json.gz"), "rt") as f:
+    c4 = [json.loads(line)["text"] for line in text_lines("web/c4_sample.jsonl.gz")]
+    with gzip.open(data("web/c4-sample.00000-of-00001.json.gz"), "rt") as f:
         return c4 + [json.loads(line)["text"] for line in f]
 
 

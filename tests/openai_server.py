@@ -27,7 +27,7 @@ class OpenAICompatibleServer:
         self._server.daemon_threads = True
         self.url = f"http://127.0.0.1:{self._server.server_address[1]}/v1"
 
-    def __enter__(self) -> "OpenAICompatibleServer":
+    def __enter__(self) -> OpenAICompatibleServer:
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
         return self
 

@@ -31,7 +31,7 @@ class FaultyS3Proxy:
         self._server.daemon_threads = True
         self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
 
-    def __enter__(self) -> "FaultyS3Proxy":
+    def __enter__(self) -> FaultyS3Proxy:
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
         return self
 

@@ -5,7 +5,8 @@ import yaml
 
 
 def winnow(*args):
-    return subprocess.run([sys.executable, "-m", "winnow.flows.cli", *args], capture_output=True, text=True, timeout=120)
+    return subprocess.run([sys.executable, "-m", "winnow.flows.cli", *args], capture_output=True, text=True,
+                          timeout=120)
 
 
 def test_bad_config_is_a_clear_error_not_a_traceback(tmp_path):

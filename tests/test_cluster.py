@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 import yaml
+from test_resume import make_corpus, outputs
 
 from conftest import free_port
-from test_resume import make_corpus, outputs
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("ray_local", "prefect_api")]
 STAGES = ["ingest", "heuristics", "exact_dedup", "dedup"]

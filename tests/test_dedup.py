@@ -1,7 +1,5 @@
 """MinHash dedup: datasketch-equal signatures, LSH compatibility, and accuracy on real text."""
 
-import gzip
-import json
 import random
 
 import numpy as np
@@ -10,14 +8,13 @@ import pyarrow.parquet as pq
 import pytest
 from datasketch import MinHash, MinHashLSH
 
-from conftest import documents, shared
-from winnow.flows.demo import article
-from winnow.schemas.config import ConfigError, parse_config
-from winnow.stages.dedup import Dedup, DedupConfig, shingle_hash, Shingler, shingles
+from conftest import documents, web_documents
 from dedup_eval import brute_force_truth, edited_corpus
 from support import run_stage
-
+from winnow.flows.demo import article
 from winnow.runtime import RuntimeOptions, Shard
+from winnow.schemas.config import ConfigError, parse_config
+from winnow.stages.dedup import Dedup, DedupConfig, Shingler, shingle_hash, shingles
 from winnow.storage.fs import resolve
 
 DEFAULT = DedupConfig(name="dedup")
@@ -28,13 +25,6 @@ def generated(n, seed=0):
     return [article(rng) for _ in range(n)]
 
 
-def c4_texts():
-    path = shared("web/c4_train_first1k/c4_sample.jsonl")
-    other = shared("web/olmo_c4_sample_1k/c4-sample.00000-of-00001.json.gz")
-    texts = [json.loads(line)["text"] for line in path.open()]
-    return texts + [json.loads(line)["text"] for line in gzip.open(other, "rt")]
-
-
 def datasketch_minhash(text, cfg):
     mh = MinHash(num_perm=cfg.num_perm, seed=cfg.seed, hashfunc=shingle_hash, scheme="affine64")
     for shingle in shingles(text, cfg):
@@ -42,12 +32,12 @@ def datasketch_minhash(text, cfg):
     return mh
 
 
-@pytest.mark.parametrize("cfg", [DEFAULT, DedupConfig(name="dedup", ngram=3, num_perm=64, bands=8, rows=8, seed=7, lowercase=False,
-                                                       fold_digits=False, strip_accents=False)])
+@pytest.mark.parametrize("cfg", [DEFAULT, DedupConfig(name="dedup", ngram=3, num_perm=64, bands=8, rows=8, seed=7,
+                                                       lowercase=False, fold_digits=False, strip_accents=False)])
 def test_signatures_equal_datasketch_for_every_value(cfg):
     texts = generated(20) + ["Café ÉCOLE 2024 naïve résumé, déjà-vu!  " * 5, "too short", ""]
     try:
-        texts += c4_texts()[:80]
+        texts += web_documents()[:80]
     except pytest.skip.Exception:
         pass  # the generated and hand-written texts still cover the comparison
     sig, has_shingles = Shingler(cfg).signatures(pa.array(texts))
@@ -150,7 +140,7 @@ def test_survivor_first_in_input_order(tmp_path):
 @pytest.mark.usefixtures("ray_local")
 def test_precision_and_recall_on_edited_real_documents(tmp_path):
     cfg_verify = DedupConfig(name="dedup", verify=True, threshold=0.8, bands=14, rows=8)
-    ids, texts = edited_corpus(c4_texts(), copies=600, seed=1)
+    ids, texts = edited_corpus(web_documents(), copies=600, seed=1)
     truth = brute_force_truth(ids, texts, cfg_verify)
     assert sum(len(c) - 1 for c in truth.components) > 200  # the corpus really has work for the stage
     figures = {}
@@ -174,7 +164,7 @@ def test_connected_components_on_long_chains_and_separate_groups():
     rng = random.Random(4)
     path = list(range(100, 160))
     rng.shuffle(path)  # a 60-node chain visited in random order: long diameter, unsorted labels
-    pairs = list(zip(path, path[1:])) + [(5, 9), (9, 7), (30, 31)]
+    pairs = list(zip(path, path[1:], strict=False)) + [(5, 9), (9, 7), (30, 31)]
     P = 3
     directed = pl.DataFrame({"u": [a for a, b in pairs] + [b for a, b in pairs],
                              "v": [b for a, b in pairs] + [a for a, b in pairs]})
@@ -210,7 +200,8 @@ def test_datatrove_normalisation_equals_the_reference_on_real_text():
     from winnow.stages.dedup import DATATROVE_PUNCTUATION, simplify_text_datatrove
 
     assert sorted(DATATROVE_PUNCTUATION) == sorted(text_module.PUNCTUATION)
-    texts = c4_texts() + ["ΟΔΟΣ ΣΟΦΟΣ, ٣٬٥ and ١٢٣.٤٥ — İstanbul’s «café» ½ ２０２４年", "\x00\x85 tab\there\u2028line"]
+    texts = web_documents() + ["ΟΔΟΣ ΣΟΦΟΣ, ٣٬٥ and ١٢٣.٤٥ — İstanbul’s «café» ½ ２０２４年",
+                               "\x00\x85 tab\there\u2028line"]
     cfg = DedupConfig(name="dedup", normalize="datatrove")
     differ = 0
     for text in texts:
@@ -232,7 +223,7 @@ def test_datatrove_hashing_gives_datatroves_signatures():
     from datatrove.utils.hashing import HashConfig
     from datatrove.utils.text import simplify_text
 
-    texts = c4_texts()[:200] + ["too short to shingle"]
+    texts = web_documents()[:200] + ["too short to shingle"]
     for seed in (1, 7):
         config = minhash.MinhashConfig(n_grams=5, num_buckets=14, hashes_per_bucket=8, seed=seed,
                                        hash_config=HashConfig(hash_fc="sha1", precision=64))

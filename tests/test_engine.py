@@ -6,10 +6,9 @@ import numpy as np
 import pytest
 import torch
 
+from support import make_tiny_classifier
 from winnow.flows.demo import article
 from winnow.gpu.engine import plan_batches
-from support import make_tiny_classifier
-
 from winnow.scorers.transformer import TransformerScorer
 
 

@@ -1,8 +1,7 @@
 import pyarrow as pa
 
-from winnow.stages.exact_dedup import ExactDedupConfig
 from conftest import documents
-from winnow.stages.exact_dedup import ExactDedup
+from winnow.stages.exact_dedup import ExactDedup, ExactDedupConfig
 
 
 def docs(ids, texts, **extra):

@@ -3,10 +3,9 @@ import random
 
 import pytest
 
-from conftest import documents, shared
-from winnow.stages.heuristics import HeuristicsConfig
+from conftest import documents, text_lines
 from winnow.flows.demo import article
-from winnow.stages.heuristics import Evaluator, Heuristics, split_words
+from winnow.stages.heuristics import Evaluator, Heuristics, HeuristicsConfig, split_words
 
 DEFAULT = HeuristicsConfig(name="heuristics")
 GOOD = article(random.Random(3))  # a clean generated article (the demo corpus generator)
@@ -27,8 +26,10 @@ def test_a_well_formed_article_passes_every_rule():
      "gopher_quality.ellipsis_lines_ratio"),
     ("\n".join(f"• bullet {i} of the list with several more words in it" for i in range(12)),
      "gopher_quality.bullet_lines_ratio"),
-    (" ".join(["supercalifragilisticexpialidocious"] * 60) + " the and of to with", "gopher_quality.max_avg_word_length"),
-    (" ".join(f"item {i * 13} costs {i * 7} dollars" for i in range(30)) + " the and", "gopher_quality.alpha_words_ratio"),
+    (" ".join(["supercalifragilisticexpialidocious"] * 60) + " the and of to with",
+     "gopher_quality.max_avg_word_length"),
+    (" ".join(f"item {i * 13} costs {i * 7} dollars" for i in range(30)) + " the and",
+     "gopher_quality.alpha_words_ratio"),
     ("Lorem ipsum dolor sit amet, the consectetur adipiscing elit and so on.\n" + GOOD, "c4.lorem_ipsum"),
     ("The function f() { return 1; } is the code that we want to show.\n" + GOOD, "c4.curly_bracket"),
     ("\n".join(["No full stop on this line at all"] * 3 + ["One sentence here."] * 2), "c4.min_num_sentences"),
@@ -82,15 +83,15 @@ def test_stage_on_a_table_counts_add_up_and_rejects_name_the_rule():
     assert result.rejects.column("id").to_pylist() == ["b", "c"]
     assert result.rejects.column("reject_reason").to_pylist() == ["gopher_repetition.top_2_gram",
                                                                  "gopher_repetition.top_2_gram"]
-    assert result.rejects.column("reject_detail")[0].as_py() == "0.900 > 0.2"  # the bigram "Too short": 9 of 10 characters
+    # the bigram "Too short": 9 of 10 characters
+    assert result.rejects.column("reject_detail")[0].as_py() == "0.900 > 0.2"
     assert result.rows_in == result.kept.num_rows + result.rejects.num_rows
     all_kept = Heuristics(DEFAULT).apply(table.slice(0, 1))  # a batch with nothing to reject
     assert all_kept.kept.num_rows == 1 and all_kept.rejects.num_rows == 0
 
 
 def test_rules_fire_as_documented_on_hand_picked_c4_documents():
-    path = shared("web/c4_train_first1k/c4_sample.jsonl")
-    docs = [json.loads(line)["text"] for line in path.open()]
+    docs = [json.loads(line)["text"] for line in text_lines("web/c4_sample.jsonl.gz")]
     evaluator = Evaluator(DEFAULT)
     # 0: "Beginners BBQ Class Taking Place in Missoula!" - a normal article.
     assert evaluator.evaluate(docs[0])[0] is None
@@ -111,8 +112,7 @@ def test_rules_fire_as_documented_on_hand_picked_c4_documents():
 
 
 def test_code_and_chat_logs_are_filtered():
-    pile = shared("web/dsir_toy_pile_1k/toy_pile_data.jsonl")
-    code = next(json.loads(line)["contents"] for line in pile.open())
+    code = next(json.loads(line)["contents"] for line in text_lines("web/toy_pile_data.jsonl.gz"))
     assert code.startswith("/*") and reason(code) is not None
 
 
@@ -128,7 +128,7 @@ def test_words_are_spacys_english_tokens_on_real_text():
     assert json.loads(RULES.read_text())["spacy"].split(".")[:2] == spacy.__version__.split(".")[:2]
     texts = ["We cannot go. Don't!  (U.S.A.) e-mail: a@b.com http://x.org/a?b=1, 3.5% :) 'tis\n\nnext",
              "$\\begingroup$ -Identity L. Jr., 1980's «quoted» ½ ２０２４年 #tag…"]
-    texts += [json.loads(line)["text"] for line in shared("web/c4_train_first1k/c4_sample.jsonl").open()][:100]
+    texts += [json.loads(line)["text"] for line in text_lines("web/c4_sample.jsonl.gz")][:100]
     for text in texts:
         doc = Doc(text)
         assert doc.words == [t for _, t in tokenizer.explain(text)] == split_words(text)
@@ -148,7 +148,8 @@ def test_letters_alone_are_never_split_so_the_fast_path_is_exact():
     for n in (1, 2, 3):
         for chunk in map("".join, itertools.product(string.ascii_letters, repeat=n)):
             assert not (tokenizer.prefix(chunk) or tokenizer.suffix(chunk) or any(tokenizer.infix(chunk))), chunk
-    assert tokenizer.words("cannot gonna Cannot") == ["can", "not", "gon", "na", "Can", "not"]  # special cases still apply
+    # special cases still apply
+    assert tokenizer.words("cannot gonna Cannot") == ["can", "not", "gon", "na", "Can", "not"]
 
 
 def test_bounded_memo_keeps_memory_bounded_and_frequent_keys_computed_once():

@@ -5,12 +5,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import shared, write_jsonl
+from conftest import data, write_jsonl
 from winnow.schemas.config import InputConfig
-from winnow.stages.ingest import IngestConfig
 from winnow.schemas.documents import validate_documents
 from winnow.stages.base import RunContext
-from winnow.stages.ingest import Ingest, MissingColumnError
+from winnow.stages.ingest import Ingest, IngestConfig, MissingColumnError
 from winnow.storage.fs import resolve
 from winnow.storage.shards import CorruptInputError
 
@@ -91,17 +90,18 @@ def test_parquet_input_and_missing_text_column(tmp_path):
     assert kept.column("text").to_pylist() == ["Some text here."]
     assert json.loads(kept.column("meta")[0].as_py()) == {"n": 1}
     assert rejects.column("reject_reason").to_pylist() == ["missing_text"]
-    with pytest.raises(MissingColumnError, match=r"no column 'text' \(columns: \['contents', 'n'\]\); set input.text_field"):
+    with pytest.raises(MissingColumnError,
+                       match=r"no column 'text' \(columns: \['contents', 'n'\]\); set input.text_field"):
         ingest(tmp_path / "a.parquet", tmp_path)
 
 
 def test_real_web_samples(tmp_path):
-    c4 = shared("web/c4_train_first1k/c4_sample.jsonl")
+    c4 = data("web/c4_sample.jsonl.gz")
     kept, rejects = ingest(c4, c4.parent, batch_size=256)
     assert kept.num_rows == 1000 and rejects.num_rows == 0
     assert kept.column("url")[0].as_py().startswith("http")
     assert "timestamp" in json.loads(kept.column("meta")[0].as_py())
 
-    pile = shared("web/dsir_toy_pile_1k/toy_pile_data.jsonl")
+    pile = data("web/toy_pile_data.jsonl.gz")
     kept, rejects = ingest(pile, pile.parent, text_field="contents")
     assert kept.num_rows + rejects.num_rows == 1000 and kept.num_rows > 900

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from conftest import documents as docs
-from conftest import shared
+from conftest import text_lines
 from winnow.stages.langid import LangId, LangIdConfig, default_lid_model
 
 
@@ -30,7 +30,7 @@ def test_keeps_configured_languages_and_names_the_others():
 
 @pytest.mark.usefixtures("lid_available")
 def test_real_c4_documents_are_english_except_a_german_page():
-    lines = shared("web/c4_train_first1k/c4_sample.jsonl").open().readlines()
+    lines = text_lines("web/c4_sample.jsonl.gz")
     texts = [json.loads(line)["text"] for line in lines]
     result = LangId(LangIdConfig(name="langid", mode="annotate")).apply(docs(texts))
     langs = result.kept.column("lang").to_pylist()

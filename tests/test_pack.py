@@ -7,17 +7,13 @@ import pyarrow.parquet as pq
 import pytest
 
 from conftest import documents
+from support import run_stage
 from winnow.flows.demo import article
-from winnow.stages.base import RunContext
-from winnow.stages.pack import PackConfig
-from winnow.stages.tokenize import TokenizeConfig
+from winnow.runtime import RuntimeOptions, Shard
 from winnow.scorers.tokenizer import train_bpe
 from winnow.stages.base import RunContext
-from winnow.stages.pack import Pack
-from support import run_stage
-
-from winnow.runtime import RuntimeOptions, Shard
-from winnow.stages.tokenize import Tokenize
+from winnow.stages.pack import Pack, PackConfig
+from winnow.stages.tokenize import Tokenize, TokenizeConfig
 from winnow.storage.fs import resolve
 from winnow.storage.megatron import read_sequences
 

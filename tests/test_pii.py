@@ -9,10 +9,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from conftest import documents
-from winnow.stages.pii import Pii, PiiConfig, find_pii, luhn_ok
 from support import run_stage
-
 from winnow.runtime import RuntimeOptions, Shard
+from winnow.stages.pii import Pii, PiiConfig, find_pii, luhn_ok
 from winnow.storage.fs import resolve
 
 # Each snippet marks its PII as [[kind:value]]; everything unmarked must not be found.

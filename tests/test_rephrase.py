@@ -11,15 +11,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import yaml
-
-from conftest import documents, shared
 from openai_server import OpenAICompatibleServer
-from winnow.stages.rephrase import RephraseConfig
-from winnow.scorers.generate import load_token_counter
-from winnow.stages.rephrase import Rephrase, chunk_text, render_prompt, styles_for
-from support import run_stage
 
+from conftest import documents, text_lines
+from support import run_stage
 from winnow.runtime import RuntimeOptions, Shard
+from winnow.scorers.generate import load_token_counter
+from winnow.stages.rephrase import Rephrase, RephraseConfig, chunk_text, render_prompt, styles_for
 from winnow.storage.fs import resolve
 
 CHAT_TEMPLATE = ("{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}\n{% endfor %}"
@@ -27,8 +25,8 @@ CHAT_TEMPLATE = ("{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}\n{%
 
 
 def web_texts(n: int) -> list[str]:
-    lines = shared("web/c4_train_first1k/c4_sample.jsonl").open()
-    return [json.loads(line)["text"] for line, _ in zip(lines, range(n))]
+    lines = text_lines("web/c4_sample.jsonl.gz")
+    return [json.loads(line)["text"] for line, _ in zip(lines, range(n), strict=False)]
 
 
 @pytest.fixture(scope="module")
@@ -171,7 +169,7 @@ def test_openai_backend_survives_throttling_errors_and_a_hung_request(tmp_path, 
             # every prompt once, the five injected faults retried, FAIL-ME's five attempts
             assert server.requests - requests_before == prompts + 5 + 4
             reasons = dict(zip(result.rejects.column("id").to_pylist(),
-                               result.rejects.column("reject_reason").to_pylist()))
+                               result.rejects.column("reject_reason").to_pylist(), strict=True))
             assert reasons == {"d6~wiki": "rephrase_refusal", "d7~wiki": "rephrase_empty",
                                "d8~wiki": "rephrase_http_error"}
             detail = result.rejects.filter(pa.compute.equal(result.rejects.column("id"), "d8~wiki"))
@@ -202,7 +200,8 @@ def test_resume_generates_only_for_uncommitted_shards(tmp_path, tiny_lm):
         first = {p.name: p.read_bytes() for p in out.glob("part-*.parquet")}
         answered = server.prompts_answered
         manifest, kept, _ = run_rephrase(cfg, shards, out)
-        prompts_shard_3 = sum(len(chunks) for _, _, chunks in Rephrase(cfg).jobs_for(pq.read_table(shards[2].source.uri)))
+        prompts_shard_3 = sum(len(chunks) for _, _, chunks in
+                              Rephrase(cfg).jobs_for(pq.read_table(shards[2].source.uri)))
         assert server.prompts_answered - answered == prompts_shard_3
         assert {p: (out / p).read_bytes() for p in first} == first
         assert manifest.rows_in == 12 and manifest.rows_added == 12

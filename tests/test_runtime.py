@@ -7,12 +7,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import ray
-from winnow.stages.heuristics import HeuristicsConfig
+
+from support import run_stage
+from winnow.runtime import RuntimeOptions, Shard, StageFailedError
 from winnow.schemas.documents import DOCUMENT_SCHEMA
 from winnow.stages.base import DocumentStage, StageResult
-from support import run_stage
-
-from winnow.runtime import RuntimeOptions, Shard, StageFailedError
+from winnow.stages.heuristics import HeuristicsConfig
 from winnow.storage.fs import StorageError, resolve
 
 pytestmark = pytest.mark.usefixtures("ray_local")

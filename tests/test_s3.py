@@ -15,8 +15,8 @@ import boto3
 import pyarrow.parquet as pq
 import pytest
 import yaml
-
 from s3_faults import FaultyS3Proxy
+
 from winnow.flows.demo import demo_tokenizer, write_demo_corpus
 from winnow.schemas.config import S3Config
 from winnow.storage.fs import resolve
@@ -86,12 +86,12 @@ def test_jsonl_is_streamed_in_large_ranges_not_one_request_per_chunk(s3_server):
 
 
 def test_a_warc_on_s3_behind_a_throttling_store_reads_as_from_disk(s3_server):
-    from conftest import shared
+    from conftest import data
     from winnow.schemas.config import InputConfig
     from winnow.stages.base import RunContext
     from winnow.stages.ingest import Ingest, IngestConfig
 
-    path = shared("web/dolma_test_fixtures/warc__sample-0001.warc.gz")
+    path = data("web/warc__sample-0001.warc.gz")
     boto3.client("s3", endpoint_url=s3_server).put_object(Bucket=BUCKET, Key="warc/a.warc.gz", Body=path.read_bytes())
 
     def ingest(uri: str, s3: S3Config | None = None):
@@ -147,8 +147,8 @@ def test_a_store_that_keeps_failing_fails_the_shard_and_never_rejects_its_rows(s
 
 
 def test_a_failed_upload_leaves_no_half_written_shard(s3_server, tmp_path):
-    from winnow.schemas.documents import DOCUMENT_SCHEMA
     from conftest import documents
+    from winnow.schemas.documents import DOCUMENT_SCHEMA
 
     with FaultyS3Proxy(s3_server, throttle=1.0, drop=0.0) as proxy:  # the store refuses everything
         loc = resolve(f"s3://{BUCKET}/broken/part-00000.parquet", S3Config(endpoint_url=proxy.url, max_attempts=2))
@@ -190,7 +190,7 @@ def test_winnow_run_with_input_and_output_on_s3_survives_a_faulty_store(s3_serve
                                                                   "unchanged"]
     output = resolve(f"s3://{BUCKET}/runs/a", S3Config(endpoint_url=s3_server, region="us-east-1"))
     previous_ids = None
-    for name, counts in run["stages"].items():
+    for name in run["stages"]:
         manifest = json.loads(get(s3_server, f"runs/a/{name}/_manifest.json"))
         assert manifest["rows_in"] + manifest["rows_added"] == manifest["rows_out"] + manifest["rows_rejected"]
         rejected_ids = []

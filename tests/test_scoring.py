@@ -1,6 +1,5 @@
 """fastText scorers trained on the shared data, and the quality/toxicity stages built on them."""
 
-import gzip
 import json
 import random
 import sys
@@ -12,18 +11,15 @@ import pyarrow.parquet as pq
 import pytest
 import ray
 
+from conftest import data, text_lines, web_documents
 from conftest import documents as docs
-from conftest import shared, web_documents
-from winnow.stages.quality import QualityConfig
-from winnow.stages.toxicity import ToxicityConfig
+from support import run_stage
+from winnow.runtime import RuntimeOptions, Shard
 from winnow.scorers.data import parse_label_map, read_labelled
 from winnow.scorers.fasttext import FastTextParams, FastTextScorer, roc_auc, train
-from winnow.stages.quality import Quality
+from winnow.stages.quality import Quality, QualityConfig
 from winnow.stages.scoring import TopShareStage
-from support import run_stage
-
-from winnow.runtime import RuntimeOptions, Shard
-from winnow.stages.toxicity import Toxicity
+from winnow.stages.toxicity import Toxicity, ToxicityConfig
 from winnow.storage.fs import resolve
 
 ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers cannot import test modules
@@ -40,20 +36,17 @@ def split(texts, labels, test_share=0.2, seed=0):
 def reference_passages():
     """Human-edited reference text: Wikipedia passages (BoolQ) and paragraphs of public-domain novels."""
     passages = []
-    for line in shared("reference/llmfoundry_eval_local_data/boolq.jsonl").open():
+    for line in text_lines("reference/llmfoundry_eval_local_data/boolq.jsonl.gz"):
         query = json.loads(line)["query"]
         passages.append(query.removeprefix("Passage: ").split("\nQuestion:")[0])
-    with gzip.open(shared("reference/gutenberg_test_corpus/gutenberg_books.jsonl.gz"), "rt") as f:
-        for line in f:
-            body = json.loads(line)["text"].replace("\r\n", "\n")
-            paragraphs = [p.replace("\n", " ") for p in body.split("\n\n") if len(p) > 400]
-            passages += paragraphs[10:60]  # skip the licence header
+    # paragraphs 10-60 of over 400 characters of each Gutenberg novel (tests/data/README.md)
+    passages += [json.loads(line)["text"] for line in text_lines("reference/gutenberg_paragraphs.jsonl.gz")]
     return passages
 
 
 @pytest.fixture(scope="module")
 def toxicity_model(tmp_path_factory):
-    texts, labels = read_labelled(shared("toxicity/davidson_hate_offensive/labeled_data.csv"), "tweet", "class",
+    texts, labels = read_labelled(data("toxicity/davidson_labeled_data.csv.gz"), "tweet", "class",
                                   parse_label_map("0=hate,1=offensive,2=neither"))
     (train_x, train_y), test = split(texts, labels)
     path = tmp_path_factory.mktemp("tox") / "davidson.bin"
@@ -145,7 +138,8 @@ def test_top_share_is_found_over_the_whole_corpus(quality_model, tmp_path, share
         else (lambda t: t.num_rows)
     rejects = pq.read_table(tmp_path / "out" / "rejects")
     def rank(table):  # (negated score, id): ascending is the selection's rank order
-        return list(zip((-s for s in table.column("quality_score").to_pylist()), table.column("id").to_pylist()))
+        return list(zip((-s for s in table.column("quality_score").to_pylist()), table.column("id").to_pylist(),
+                        strict=True))
 
     assert max(rank(kept)) < min(rank(rejects))  # every kept document ranks before every rejected one
     total = weight(docs(texts))
@@ -266,7 +260,8 @@ def test_fasttext_positive_label_is_never_guessed(tmp_path):
     assert set(kept.column("text").to_pylist()) == set(good[:20])
 
     labelled = tmp_path / "labelled.jsonl"
-    labelled.write_text(f'{json.dumps({"text": good[0], "label": "hq"})}\n{json.dumps({"text": bad[0], "label": "cc"})}')
+    rows = [{"text": good[0], "label": "hq"}, {"text": bad[0], "label": "cc"}]
+    labelled.write_text("\n".join(json.dumps(row) for row in rows))
     result = subprocess.run([sys.executable, "-m", "winnow.flows.cli", "train", "quality", "--data", str(labelled),
                              "--out", str(tmp_path / "m.bin")], capture_output=True, text=True, timeout=120)
     assert result.returncode == 2 and "--positive" in result.stdout and "['cc', 'hq']" in result.stdout
@@ -294,7 +289,7 @@ def test_minilm_fine_tuned_by_winnow_against_fasttext_on_the_same_split(tmp_path
         data = ["--positives", str(tmp_path / "pos.jsonl"), "--negatives", str(tmp_path / "neg.jsonl"),
                 "--max-per-class", "200"]
     else:  # 600 of the Davidson tweets, toxic (hate or offensive) vs not
-        tweets = pl.read_csv(shared("toxicity/davidson_hate_offensive/labeled_data.csv"), infer_schema_length=0)
+        tweets = pl.read_csv(data("toxicity/davidson_labeled_data.csv.gz"), infer_schema_length=0)
         tweets.sample(600, seed=0).write_csv(tmp_path / "tweets.csv")
         data = ["--data", str(tmp_path / "tweets.csv"), "--text-field", "tweet", "--label-field", "class",
                 "--label-map", "0=toxic,1=toxic,2=clean", "--positive", "toxic"]

@@ -12,14 +12,15 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import ray
+
 from winnow.flows.curate import curate
 from winnow.flows.demo import demo_config, write_demo_corpus
+from winnow.runtime import RuntimeOptions, Shard, Step, run_segment
+from winnow.runtime.shuffle import RayPlanContext
 from winnow.schemas.config import StageConfig
 from winnow.stages.base import DocumentStage, StageResult
 from winnow.stages.exact_dedup import ExactDedup, ExactDedupConfig
 from winnow.stages.heuristics import Heuristics, HeuristicsConfig
-from winnow.runtime import RuntimeOptions, Shard, Step, run_segment
-from winnow.runtime.shuffle import RayPlanContext
 from winnow.storage.fs import resolve
 
 pytestmark = pytest.mark.usefixtures("ray_local", "prefect_api")

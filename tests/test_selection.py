@@ -9,29 +9,27 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import documents, shared
+from conftest import data, documents, text_lines
+from support import run_stage
 from winnow.flows.demo import article
-from winnow.stages.color_filter import ColorFilterConfig
+from winnow.runtime import RuntimeOptions, Shard
 from winnow.scorers.lm import train_lm
 from winnow.scorers.tokenizer import train_bpe
-from winnow.stages.color_filter import ColorFilter
-from support import run_stage
-
-from winnow.runtime import RuntimeOptions, Shard
+from winnow.stages.color_filter import ColorFilter, ColorFilterConfig
 from winnow.storage.fs import resolve
 
 
 def boolq_passages():
     out = []
-    for line in shared("reference/llmfoundry_eval_local_data/boolq.jsonl").open():
+    for line in text_lines("reference/llmfoundry_eval_local_data/boolq.jsonl.gz"):
         out.append(json.loads(line)["query"].removeprefix("Passage: ").split("\nQuestion:")[0])
     return out
 
 
 @pytest.mark.usefixtures("ray_local")
 def test_color_filter_selects_target_like_passages_above_base_rate(tmp_path):
-    web = [json.loads(line)["text"] for line in shared("web/c4_train_first1k/c4_sample.jsonl").open()]
-    with gzip.open(shared("web/olmo_c4_sample_1k/c4-sample.00000-of-00001.json.gz"), "rt") as f:
+    web = [json.loads(line)["text"] for line in text_lines("web/c4_sample.jsonl.gz")]
+    with gzip.open(data("web/c4-sample.00000-of-00001.json.gz"), "rt") as f:
         held_out_web = [json.loads(line)["text"] for line in f][:400]
     passages = boolq_passages()
     random.Random(0).shuffle(passages)
@@ -75,9 +73,9 @@ def test_color_filter_selects_target_like_passages_above_base_rate(tmp_path):
     for shard in shards:
         out = pq.read_table(tmp_path / "block" / f"{shard.name}.parquet")
         ids = pq.read_table(shard.source.uri, columns=["id"]).column("id").to_pylist()
-        scored = {**dict(zip(out.column("id").to_pylist(), out.column("color_score").to_pylist())),
+        scored = {**dict(zip(out.column("id").to_pylist(), out.column("color_score").to_pylist(), strict=True)),
                   **dict(zip(*[pq.read_table(tmp_path / "block" / "rejects").column(c).to_pylist()
-                               for c in ("id", "color_score")]))}
+                               for c in ("id", "color_score")], strict=True))}
         kept_ids = set(out.column("id").to_pylist())
         for start in range(0, len(ids), 50):
             block = ids[start:start + 50]
@@ -98,11 +96,10 @@ def test_block_top_keeps_the_best_of_every_block_with_ties_to_the_earlier_row():
 
 @pytest.mark.usefixtures("ray_local")
 def test_preselect_trains_from_model_losses_and_keeps_a_character_share(tmp_path):
-    from winnow.stages.preselect import PreselectConfig
     from winnow.scorers.preselect import train_preselect
-    from winnow.stages.preselect import Preselect
+    from winnow.stages.preselect import Preselect, PreselectConfig
 
-    web = [json.loads(line)["text"] for line in shared("web/c4_train_first1k/c4_sample.jsonl").open()]
+    web = [json.loads(line)["text"] for line in text_lines("web/c4_sample.jsonl.gz")]
     tokenizer = train_bpe(web, 1000, tmp_path / "bpe")
     models = []
     for k, epochs in enumerate([0.05, 0.3, 1.5]):  # more training, better "benchmark" score
@@ -122,7 +119,7 @@ def test_preselect_trains_from_model_losses_and_keeps_a_character_share(tmp_path
     rejected = pq.read_table(tmp_path / "out" / "rejects")
     assert min(kept.column("preselect_score").to_pylist()) >= max(rejected.column("preselect_score").to_pylist())
     # the fewest best-ranked documents holding 10% of the characters: without the last-ranked one it is short
-    ranked = sorted(zip(*(kept.column(c).to_pylist() for c in ("preselect_score", "id", "text"))),
+    ranked = sorted(zip(*(kept.column(c).to_pylist() for c in ("preselect_score", "id", "text")), strict=True),
                     key=lambda row: (-row[0], row[1]))
     last = len(ranked[-1][2])
     assert share >= 0.1 > share - last / sum(map(len, corpus)), share
@@ -141,7 +138,7 @@ def select(shards, share, share_by="documents", gather_limit=1 << 20, samples=10
     target = target_weight(total, exact_share(share), share_by)
     boundary, figures = find_cutoff(lambda fn, *args: [fn(t, *args) for t in tables], target, gather_limit, samples)
     cutoff = Cutoff.at(boundary)
-    kept = {i for s, ids, _ in shards for i, k in zip(ids, cutoff.keep(np.array(s, np.float32), ids)) if k}
+    kept = {i for s, ids, _ in shards for i, k in zip(ids, cutoff.keep(np.array(s, np.float32), ids), strict=True) if k}
     return cutoff, kept, figures
 
 
@@ -248,7 +245,7 @@ def test_benchmark_items_become_fine_tuning_text_with_the_correct_answer(tmp_pat
         "The capital of France is Paris"
     with pytest.raises(ValueError, match="not a benchmark item"):
         benchmark_text({"text": "plain"})
-    texts = read_benchmark_texts([shared("reference/llmfoundry_eval_local_data/arc_easy.jsonl")])
+    texts = read_benchmark_texts([data("reference/llmfoundry_eval_local_data/arc_easy.jsonl.gz")])
     assert len(texts) == 2376
     assert texts[0] == ("Question: Which statement best explains why photosynthesis is the foundation of most food "
                         "webs? Sunlight is the source of energy for nearly all ecosystems.")

@@ -43,7 +43,8 @@ def test_list_files_by_glob_skips_hidden_and_underscore(tmp_path):
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_text("{}")
     root = resolve(str(tmp_path))
-    assert [loc.uri.removeprefix(root.uri + "/") for loc in root.list_files("*.jsonl*")] == ["a.jsonl", "sub/b.jsonl.gz"]
+    listed = [loc.uri.removeprefix(root.uri + "/") for loc in root.list_files("*.jsonl*")]
+    assert listed == ["a.jsonl", "sub/b.jsonl.gz"]
     assert len(root.list_files("*")) == 4
     with pytest.raises(FileNotFoundError, match="input not found"):
         resolve(str(tmp_path / "nope")).list_files()

@@ -12,9 +12,8 @@ import pytest
 
 from conftest import documents
 from winnow.flows.demo import article
-from winnow.stages.tokenize import TokenizeConfig
 from winnow.scorers.tokenizer import EOS, load_tokenizer, token_dtype, train_bpe
-from winnow.stages.tokenize import Tokenize
+from winnow.stages.tokenize import Tokenize, TokenizeConfig
 
 
 @pytest.fixture(scope="module")

@@ -6,10 +6,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from winnow.schemas.documents import DOCUMENT_SCHEMA
 from support import run_stage
-
 from winnow.runtime import RuntimeOptions, Shard
+from winnow.schemas.documents import DOCUMENT_SCHEMA
 from winnow.stages.url_filter import UrlFilter, UrlFilterConfig, host_and_path
 from winnow.storage.fs import resolve
 
