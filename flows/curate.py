@@ -18,8 +18,7 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from winnow.flows.report import write_report
-from winnow.runtime import (RuntimeOptions, SegmentResult, Shard, Step, ray_session, run_segment,
-                            split_into_segments)
+from winnow.runtime import RuntimeOptions, SegmentResult, Shard, Step, ray_session, run_segment, split_into_segments
 from winnow.schemas.config import RunConfig, apply_overrides, load_config, parse_config
 from winnow.stages import Stage, build_stage
 from winnow.storage.fs import Location, resolve
