@@ -12,7 +12,7 @@ import difflib
 import hashlib
 import json
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal, Union
 
 import yaml
 from pydantic import (
@@ -162,7 +162,8 @@ class RunConfig(StrictModel):
     def _stage_models(cls, value: Any, handler) -> list[StageConfig]:
         """Each entry as its stage's own model, chosen by `name` among the registered stages."""
         models = tuple(stage_configs().values())
-        entry = Annotated[models, Field(discriminator="name")] if len(models) > 1 else models[0]
+        # a union of the registered models, built at run time from a tuple (no `|` spelling for that)
+        entry = Annotated[Union[models], Field(discriminator="name")] if len(models) > 1 else models[0]  # noqa: UP007
         return handler(TypeAdapter(list[entry]).validate_python(value))
 
     @model_validator(mode="after")

@@ -3,7 +3,7 @@
 datatrove's Gopher, C4 and FineWeb filters count words with spaCy's English tokenizer, so heuristics
 splits words exactly that way to make the decisions theirs. The rules (prefix, suffix, infix and URL
 patterns, special cases) are spaCy's own, exported to `spacy_en_rules.json` by running this module
-with spaCy installed (`python -m winnow.stages.spacy_words`; spaCy is MIT-licensed, (c) ExplosionAI
+with spaCy installed (`python -m winnow.stages.lib.spacy_words`; spaCy is MIT-licensed, (c) ExplosionAI
 GmbH). The algorithm is `spacy.tokenizer.Tokenizer.explain`, spaCy's Python reference of its Cython
 tokenizer, followed by its special-case matcher. A whitespace-separated chunk always splits the same
 way, so each distinct chunk is split once per process (spaCy caches the same way, but also builds
