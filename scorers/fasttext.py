@@ -3,8 +3,8 @@
 Defaults follow DCLM's quality classifier (word bigrams, dim 100, lr 0.1, 5 epochs). `wordNgrams`
 > 1 keeps fastText's hashing buckets in use, which also avoids its uninitialised-matrix NaNs on
 few threads (with bucket 0 and no character n-grams, part of the input matrix is left uninitialised
-when `thread` is small, and training can fail with "Encountered NaN"). One thread by default: with more, fastText's lock-free SGD is
-faster but no longer gives the same model twice.
+when `thread` is small, and training can fail with "Encountered NaN"). One thread by default: with
+more, fastText's lock-free SGD is faster but no longer gives the same model twice.
 """
 
 from __future__ import annotations

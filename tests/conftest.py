@@ -24,7 +24,7 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 DATA = REPO / "tests" / "data"
 
 
-def data(relative: str) -> Path:
+def data_path(relative: str) -> Path:
     """A file of the real text kept in tests/data (sources and licences: tests/data/README.md)."""
     path = DATA / relative
     if not path.exists():
@@ -36,7 +36,7 @@ def text_lines(relative: str) -> list[str]:
     """The lines of a (gzipped) text file in tests/data."""
     import gzip
 
-    path = data(relative)
+    path = data_path(relative)
     with (gzip.open(path, "rt", encoding="utf-8") if path.suffix == ".gz" else path.open(encoding="utf-8")) as f:
         return f.read().splitlines()
 
@@ -105,7 +105,7 @@ def web_documents() -> list[str]:
     import json
 
     c4 = [json.loads(line)["text"] for line in text_lines("web/c4_sample.jsonl.gz")]
-    with gzip.open(data("web/c4-sample.00000-of-00001.json.gz"), "rt") as f:
+    with gzip.open(data_path("web/c4-sample.00000-of-00001.json.gz"), "rt") as f:
         return c4 + [json.loads(line)["text"] for line in f]
 
 

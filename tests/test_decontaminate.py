@@ -11,7 +11,7 @@ import sys
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import data, documents, web_documents
+from conftest import data_path, documents, web_documents
 from support import run_stage
 from winnow.runtime import RuntimeOptions, Shard
 from winnow.scorers.data import benchmark_text, read_table
@@ -23,7 +23,7 @@ PLANTED_FROM = ["boolq", "lambada_openai", "arc_easy", "piqa", "pubmed_qa_labele
 
 
 def all_benchmarks() -> list[dict]:
-    folder = data(LOCAL)
+    folder = data_path(LOCAL)
     return [{"path": str(p)} for p in sorted(folder.glob("*.jsonl.gz"))]
 
 
@@ -63,7 +63,7 @@ def test_planted_items_are_found_and_clean_web_text_is_not(stage):
 
     items = []
     for name in PLANTED_FROM:
-        rows = read_table(data(f"{LOCAL}/{name}.jsonl.gz")).to_dicts()
+        rows = read_table(data_path(f"{LOCAL}/{name}.jsonl.gz")).to_dicts()
         picked = [(i, benchmark_text(r)) for i, r in enumerate(rows)
                   if len(words_with_offsets(benchmark_text(r))[0]) >= 40]
         items += [(name, i, text) for i, text in rng.sample(picked, 10)]
@@ -91,7 +91,7 @@ def test_planted_items_are_found_and_clean_web_text_is_not(stage):
 
 
 def test_redact_cuts_the_passage_and_its_neighbourhood(stage):
-    item = benchmark_text(read_table(data(f"{LOCAL}/boolq.jsonl.gz")).to_dicts()[0])
+    item = benchmark_text(read_table(data_path(f"{LOCAL}/boolq.jsonl.gz")).to_dicts()[0])
     before, after = "A " + "quiet garden " * 150, " the end of the page " * 20
     config = stage.config.model_copy(update={"mode": "redact", "redact_window": 50})
     redactor = Decontaminate.__new__(Decontaminate)
@@ -105,7 +105,7 @@ def test_redact_cuts_the_passage_and_its_neighbourhood(stage):
 
 @pytest.mark.usefixtures("ray_local")
 def test_on_ray_over_shards_counts_add_up(tmp_path):
-    rows = read_table(data(f"{LOCAL}/copa.jsonl.gz")).to_dicts()
+    rows = read_table(data_path(f"{LOCAL}/copa.jsonl.gz")).to_dicts()
     bench = tmp_path / "gsm8k_like.jsonl"  # another form: the text in named fields
     bench.write_text("".join(json.dumps({"question": "Natalia sold clips to 48 of her friends in April, and then "
                                                      "she sold half as many clips in May.",
@@ -123,7 +123,7 @@ def test_on_ray_over_shards_counts_add_up(tmp_path):
         shards.append(Shard(path.stem, resolve(str(path))))
     config = DecontaminateConfig(name="decontaminate",
                                  benchmarks=[{"path": str(bench), "fields": ["question", "answer"]},
-                                             {"path": str(data(f"{LOCAL}/copa.jsonl.gz"))}])
+                                             {"path": str(data_path(f"{LOCAL}/copa.jsonl.gz"))}])
     run = tmp_path / "run"  # laid out as a run's output: OUT/<stage>/
     manifest, _ = run_stage(Decontaminate(config), shards, resolve(str(run / "decontaminate")), "h",
                             RuntimeOptions(run_id="t", progress=False))

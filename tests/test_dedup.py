@@ -159,7 +159,8 @@ def test_connected_components_on_long_chains_and_separate_groups():
     import polars as pl
     import ray
 
-    from winnow.stages.dedup import EDGES, connected_components
+    from winnow.runtime.shuffle import RayPlanContext
+    from winnow.stages.dedup import EDGES, Dedup, DedupConfig, connected_components
 
     rng = random.Random(4)
     path = list(range(100, 160))
@@ -169,7 +170,8 @@ def test_connected_components_on_long_chains_and_separate_groups():
     directed = pl.DataFrame({"u": [a for a, b in pairs] + [b for a, b in pairs],
                              "v": [b for a, b in pairs] + [a for a, b in pairs]})
     parts = [[ray.put(directed.filter(pl.col("u") % P == p).to_arrow().cast(EDGES)) for p in range(P)]]
-    edges, rounds = connected_components("test", parts, P, RuntimeOptions(run_id="t"))
+    ctx = RayPlanContext(Dedup(DedupConfig()), [], RuntimeOptions(run_id="t", shuffle_partitions=P))
+    edges, rounds = connected_components(ctx, parts)
     result = pl.concat([pl.from_arrow(t) for producer in edges for t in ray.get(producer)])
     root = dict(result.group_by("u").agg(pl.min("v")).iter_rows())
     assert all(min(root[n], n) == 100 for n in path)

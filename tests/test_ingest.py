@@ -5,7 +5,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import data, write_jsonl
+from conftest import data_path, write_jsonl
 from winnow.schemas.config import InputConfig
 from winnow.schemas.documents import validate_documents
 from winnow.stages.base import RunContext
@@ -96,12 +96,12 @@ def test_parquet_input_and_missing_text_column(tmp_path):
 
 
 def test_real_web_samples(tmp_path):
-    c4 = data("web/c4_sample.jsonl.gz")
+    c4 = data_path("web/c4_sample.jsonl.gz")
     kept, rejects = ingest(c4, c4.parent, batch_size=256)
     assert kept.num_rows == 1000 and rejects.num_rows == 0
     assert kept.column("url")[0].as_py().startswith("http")
     assert "timestamp" in json.loads(kept.column("meta")[0].as_py())
 
-    pile = data("web/toy_pile_data.jsonl.gz")
+    pile = data_path("web/toy_pile_data.jsonl.gz")
     kept, rejects = ingest(pile, pile.parent, text_field="contents")
     assert kept.num_rows + rejects.num_rows == 1000 and kept.num_rows > 900

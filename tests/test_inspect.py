@@ -92,3 +92,22 @@ def test_samples_per_reason_and_kept(mission_demo):
     text = inspect(out, "--stage", "color_filter", "--kept", "-n", "3")
     ids = [line.split()[1] for line in text.splitlines() if line.startswith("  [kept]")]
     assert len(ids) == 3 and set(ids) <= kept_ids and "color_score=" in text
+
+
+def test_an_unfinished_run_lists_its_stages_in_the_config_order(mission_demo, tmp_path):
+    """Without `_run.json` (a run still going, or killed) the stages read in the order they ran, not by name."""
+    import shutil
+
+    from winnow.flows.inspect import run_stages
+    from winnow.flows.report import build_report
+    from winnow.storage.fs import resolve
+
+    summary, out = mission_demo
+    copy = tmp_path / "unfinished"
+    shutil.copytree(out, copy, ignore=shutil.ignore_patterns("*.parquet", "report.html"))
+    (copy / "_run.json").unlink()
+    order = list(summary["stages"])
+    assert order != sorted(order)
+    assert run_stages(resolve(str(copy))) == order
+    funnel = build_report(resolve(str(copy))).split('id="funnel"')[1].split("</table>")[0]
+    assert [row.split('"')[0] for row in funnel.split('data-stage="')[1:]] == order

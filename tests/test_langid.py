@@ -6,6 +6,7 @@ import pytest
 
 from conftest import documents as docs
 from conftest import text_lines
+from winnow.stages import StageFileError
 from winnow.stages.langid import LangId, LangIdConfig, default_lid_model
 
 
@@ -39,5 +40,5 @@ def test_real_c4_documents_are_english_except_a_german_page():
 
 
 def test_missing_model_is_a_clear_error(tmp_path):
-    with pytest.raises(FileNotFoundError, match="fastText model not found"):
-        LangId(LangIdConfig(name="langid", model=str(tmp_path / "lid.bin"))).apply(docs(["text"]))
+    with pytest.raises(StageFileError, match=r"^stage 'langid': .*lid\.bin: the fastText model does not exist$"):
+        LangId(LangIdConfig(name="langid", model=str(tmp_path / "lid.bin")))  # when built, before any work

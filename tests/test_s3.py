@@ -86,12 +86,12 @@ def test_jsonl_is_streamed_in_large_ranges_not_one_request_per_chunk(s3_server):
 
 
 def test_a_warc_on_s3_behind_a_throttling_store_reads_as_from_disk(s3_server):
-    from conftest import data
+    from conftest import data_path
     from winnow.schemas.config import InputConfig
     from winnow.stages.base import RunContext
     from winnow.stages.ingest import Ingest, IngestConfig
 
-    path = data("web/warc__sample-0001.warc.gz")
+    path = data_path("web/warc__sample-0001.warc.gz")
     boto3.client("s3", endpoint_url=s3_server).put_object(Bucket=BUCKET, Key="warc/a.warc.gz", Body=path.read_bytes())
 
     def ingest(uri: str, s3: S3Config | None = None):

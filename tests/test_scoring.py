@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 import ray
 
-from conftest import data, text_lines, web_documents
+from conftest import data_path, text_lines, web_documents
 from conftest import documents as docs
 from support import run_stage
 from winnow.runtime import RuntimeOptions, Shard
@@ -46,7 +46,7 @@ def reference_passages():
 
 @pytest.fixture(scope="module")
 def toxicity_model(tmp_path_factory):
-    texts, labels = read_labelled(data("toxicity/davidson_labeled_data.csv.gz"), "tweet", "class",
+    texts, labels = read_labelled(data_path("toxicity/davidson_labeled_data.csv.gz"), "tweet", "class",
                                   parse_label_map("0=hate,1=offensive,2=neither"))
     (train_x, train_y), test = split(texts, labels)
     path = tmp_path_factory.mktemp("tox") / "davidson.bin"
@@ -289,7 +289,7 @@ def test_minilm_fine_tuned_by_winnow_against_fasttext_on_the_same_split(tmp_path
         data = ["--positives", str(tmp_path / "pos.jsonl"), "--negatives", str(tmp_path / "neg.jsonl"),
                 "--max-per-class", "200"]
     else:  # 600 of the Davidson tweets, toxic (hate or offensive) vs not
-        tweets = pl.read_csv(data("toxicity/davidson_labeled_data.csv.gz"), infer_schema_length=0)
+        tweets = pl.read_csv(data_path("toxicity/davidson_labeled_data.csv.gz"), infer_schema_length=0)
         tweets.sample(600, seed=0).write_csv(tmp_path / "tweets.csv")
         data = ["--data", str(tmp_path / "tweets.csv"), "--text-field", "tweet", "--label-field", "class",
                 "--label-map", "0=toxic,1=toxic,2=clean", "--positive", "toxic"]

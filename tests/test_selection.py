@@ -9,7 +9,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import data, documents, text_lines
+from conftest import data_path, documents, text_lines
 from support import run_stage
 from winnow.flows.demo import article
 from winnow.runtime import RuntimeOptions, Shard
@@ -29,7 +29,7 @@ def boolq_passages():
 @pytest.mark.usefixtures("ray_local")
 def test_color_filter_selects_target_like_passages_above_base_rate(tmp_path):
     web = [json.loads(line)["text"] for line in text_lines("web/c4_sample.jsonl.gz")]
-    with gzip.open(data("web/c4-sample.00000-of-00001.json.gz"), "rt") as f:
+    with gzip.open(data_path("web/c4-sample.00000-of-00001.json.gz"), "rt") as f:
         held_out_web = [json.loads(line)["text"] for line in f][:400]
     passages = boolq_passages()
     random.Random(0).shuffle(passages)
@@ -245,7 +245,7 @@ def test_benchmark_items_become_fine_tuning_text_with_the_correct_answer(tmp_pat
         "The capital of France is Paris"
     with pytest.raises(ValueError, match="not a benchmark item"):
         benchmark_text({"text": "plain"})
-    texts = read_benchmark_texts([data("reference/llmfoundry_eval_local_data/arc_easy.jsonl.gz")])
+    texts = read_benchmark_texts([data_path("reference/llmfoundry_eval_local_data/arc_easy.jsonl.gz")])
     assert len(texts) == 2376
     assert texts[0] == ("Question: Which statement best explains why photosynthesis is the foundation of most food "
                         "webs? Sunlight is the source of energy for nearly all ecosystems.")

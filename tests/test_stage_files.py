@@ -6,7 +6,7 @@ import json
 import pytest
 import yaml
 
-from conftest import REPO, data
+from conftest import REPO, data_path
 from winnow.flows.curate import InputError, list_input_shards
 from winnow.schemas.config import parse_config
 from winnow.stages import StageFileError
@@ -40,7 +40,7 @@ def test_a_bad_benchmark_file(tmp_path, content, says):
 
 
 def test_a_missing_benchmark_file_is_named_next_to_a_good_one(tmp_path):
-    good = str(data("reference/llmfoundry_eval_local_data/copa.jsonl.gz"))
+    good = str(data_path("reference/llmfoundry_eval_local_data/copa.jsonl.gz"))
     missing = tmp_path / "gone.jsonl"
     one_line_error(lambda: Decontaminate(DecontaminateConfig(benchmarks=[{"path": good}, {"path": str(missing)}])),
                    "decontaminate", missing, "the benchmark file does not exist")

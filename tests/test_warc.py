@@ -6,7 +6,7 @@ import pyarrow as pa
 import pytest
 from fastwarc.warc import ArchiveIterator
 
-from conftest import data as data_file
+from conftest import data_path
 from winnow.flows.demo import html_page, http_response, write_warc
 from winnow.schemas.config import InputConfig
 from winnow.schemas.documents import validate_documents
@@ -42,7 +42,7 @@ def records_by_fastwarc(path):
 
 @pytest.mark.parametrize("name,responses", [("warc__sample-0000.warc.gz", 22), ("warc__sample-0001.warc.gz", 15)])
 def test_every_record_of_a_real_warc_is_a_document_or_a_reject(name, responses):
-    path = data_file(f"{FIXTURES}/{name}")
+    path = data_path(f"{FIXTURES}/{name}")
     records = records_by_fastwarc(path)
     kept, rejects = ingest_warc(path)
 
@@ -60,7 +60,7 @@ def test_every_record_of_a_real_warc_is_a_document_or_a_reject(name, responses):
 
 
 def test_non_response_records_can_be_counted_instead_of_rejected():
-    path = data_file(f"{FIXTURES}/warc__sample-0000.warc.gz")
+    path = data_path(f"{FIXTURES}/warc__sample-0000.warc.gz")
     counters: dict = {}
     kept, rejects = ingest_warc(path, counters=counters, non_response_records="count")
     full, _ = ingest_warc(path)
@@ -72,7 +72,7 @@ def test_non_response_records_can_be_counted_instead_of_rejected():
 
 @pytest.mark.parametrize("extractor", EXTRACTORS)
 def test_extraction_keeps_title_and_body_and_drops_navigation_and_scripts(extractor):
-    kept, _ = ingest_warc(data_file(f"{FIXTURES}/warc__sample-0001.warc.gz"), extractor)
+    kept, _ = ingest_warc(data_path(f"{FIXTURES}/warc__sample-0001.warc.gz"), extractor)
     pages = {row["url"]: row for row in kept.to_pylist()}
 
     faq = pages["https://commoncrawl.org/faq"]
@@ -85,7 +85,7 @@ def test_extraction_keeps_title_and_body_and_drops_navigation_and_scripts(extrac
     assert "w-mod-" not in faq["text"] and "getElementById" not in faq["text"]  # inline scripts
     assert '"@type": "FAQPage"' not in faq["text"]  # JSON-LD
 
-    kept0, _ = ingest_warc(data_file(f"{FIXTURES}/warc__sample-0000.warc.gz"), extractor)
+    kept0, _ = ingest_warc(data_path(f"{FIXTURES}/warc__sample-0000.warc.gz"), extractor)
     home = {row["url"]: row for row in kept0.to_pylist()}["https://soldaini.net/"]
     assert json.loads(home["meta"])["title"] == "Luca Soldaini"
     assert "My name is Luca Soldaini" in home["text"]
@@ -94,7 +94,7 @@ def test_extraction_keeps_title_and_body_and_drops_navigation_and_scripts(extrac
 
 
 def test_a_truncated_copy_ends_in_one_corrupt_file_reject_and_loses_nothing_else(tmp_path):
-    source = data_file(f"{FIXTURES}/warc__sample-0000.warc.gz")
+    source = data_path(f"{FIXTURES}/warc__sample-0000.warc.gz")
     full, full_rejects = ingest_warc(source)
     data = source.read_bytes()
     path = tmp_path / "cut.warc.gz"
@@ -177,7 +177,7 @@ def test_plain_and_zstd_warc_read_as_gzip(tmp_path):
 
     import zstandard
 
-    source = data_file(f"{FIXTURES}/warc__sample-0001.warc.gz")
+    source = data_path(f"{FIXTURES}/warc__sample-0001.warc.gz")
     data = gzip.decompress(source.read_bytes())
     (tmp_path / "a.warc").write_bytes(data)
     (tmp_path / "a.warc.zst").write_bytes(zstandard.ZstdCompressor().compress(data))
