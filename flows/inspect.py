@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from winnow.schemas.documents import DOCUMENT_SCHEMA, REJECT_COLUMNS
@@ -36,7 +37,9 @@ def run_stages(out: Location) -> list[str]:
     run_file = out.join(RUN_SUMMARY)
     if run_file.exists():
         return list(json.loads(run_file.read_bytes())["stages"])
-    names = [loc.path.rsplit("/", 2)[-2] for loc in out.list_files(f"*/{MANIFEST}")]
+    entries = out.fs.get_file_info(pafs.FileSelector(out.path, allow_not_found=True))
+    names = [e.base_name for e in entries
+             if e.type == pafs.FileType.Directory and out.join(e.base_name, MANIFEST).exists()]
     if not names:
         raise FileNotFoundError(f"no winnow run at {out.uri}: no {RUN_SUMMARY} and no stage manifests")
 
