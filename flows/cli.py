@@ -42,6 +42,7 @@ def what_it_did(c: dict) -> str:
 
 def _print_summary(summary: dict) -> None:
     from winnow.stages import STAGES
+    from winnow.storage.manifest import MANIFEST, RUN_SUMMARY
 
     table = Table(title="winnow run")
     longest = max(map(len, summary["stages"]))
@@ -59,7 +60,7 @@ def _print_summary(summary: dict) -> None:
             console.print(said[0])
     documents = summary.get("documents") or f"{summary['output']}/<stage>"
     console.print(f"documents: {documents}/part-*.parquet, rejects: {summary['output']}/<stage>/rejects/")
-    console.print(f"manifests: {summary['output']}/<stage>/_manifest.json, run summary: {summary['output']}/_run.json")
+    console.print(f"manifests: {summary['output']}/<stage>/{MANIFEST}, run summary: {summary['output']}/{RUN_SUMMARY}")
     if summary.get("hf_dataset"):
         console.print(f"Hugging Face dataset: {summary['hf_dataset']} (datasets.load_from_disk)")
     if summary.get("report"):

@@ -130,26 +130,26 @@ def describe(annotations: dict) -> str:
 
 
 @dataclass
-class Step:
-    """What one stage did with a document."""
+class Visit:
+    """What one stage did with a document (a line of `winnow inspect --id`)."""
     stage: str
     outcome: str  # "kept", "dropped", "not seen" (dropped earlier)
     detail: str = ""
 
 
-def trace(out: Location, doc_id: str) -> tuple[list[Step], Sample | None]:
+def trace(out: Location, doc_id: str) -> tuple[list[Visit], Sample | None]:
     """A document's path through the run's stages: kept by each until the one that dropped it (with its
     reason and detail: the rule, the score against its cut-off, the survivor of its duplicate cluster).
     Returns the steps and the document as last seen (None when no stage saw it)."""
-    steps: list[Step] = []
+    steps: list[Visit] = []
     for stage in run_stages(out):
         for loc in rejects_files(out, stage):
             hit = _read(loc, "id", doc_id)
             if hit.num_rows:
                 sample = next(_samples(stage, hit.slice(0, 1)))
-                steps.append(Step(stage, "dropped", f"{sample.reason}: {sample.detail or ''}".rstrip(": ")))
+                steps.append(Visit(stage, "dropped", f"{sample.reason}: {sample.detail or ''}".rstrip(": ")))
                 return steps, sample
-        steps.append(Step(stage, "kept"))
+        steps.append(Visit(stage, "kept"))
     for loc in kept_files(out, steps[-1].stage) if steps else []:
         hit = _read(loc, "id", doc_id)
         if hit.num_rows:  # kept to the end; its annotations say what each stage found (scores, its cluster)
