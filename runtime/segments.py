@@ -126,20 +126,28 @@ def run_segment(segment: list[Step], shards: list[Shard], options: RuntimeOption
                     new_entries[i].append(entry)
                 if refs:
                     on_the_way[entries[0].shard] = refs
-    # the segment's wall time after planning, shared among its stages by the time each spent on the shards
+    manifests = _write_manifests(segment, modes, plans, planning, time.time() - tasks_started, committed, done,
+                                 new_entries)
+    return SegmentResult(manifests, False, _outputs(segment, shards, modes), on_the_way)
+
+
+def _write_manifests(segment: list[Step], modes: list[str], plans: list[Plan], planning: list[float],
+                     task_seconds: float, committed: list[dict], done: set[str],
+                     new_entries: list[list[ShardEntry]]) -> list[StageManifest]:
+    """Each stage's manifest: its committed and new ledger entries, its plan's figures, and its seconds: its
+    plan's own, plus the segment's task time shared among its stages by the time each spent on the shards."""
     busy = [sum(e.seconds for e in made) for made in new_entries]
     shares = [b / sum(busy) if sum(busy) else 1 / len(segment) for b in busy]
     figures = [plan.figures for plan in plans] + [{}] * (len(segment) - len(plans))
     manifests = []
     for i, (step, mode, made, old) in enumerate(zip(segment, modes, new_entries, committed, strict=True)):
         entries = [old[name] for name in done] + made
-        seconds = planning[i] + (time.time() - tasks_started) * shares[i]
-        manifest = StageManifest.from_shards(step.name, step.stage.kind, step.config_hash, entries, seconds,
-                                             figures[i], kept=mode,
+        manifest = StageManifest.from_shards(step.name, step.stage.kind, step.config_hash, entries,
+                                             planning[i] + task_seconds * shares[i], figures[i], kept=mode,
                                              next_stage=segment[i + 1].name if mode == "fused" else None)
         write_manifest(step.dir, manifest)
         manifests.append(manifest)
-    return SegmentResult(manifests, False, _outputs(segment, shards, modes), on_the_way)
+    return manifests
 
 
 def _plan_global_stages(segment: list[Step], shards: list[Shard], options: RuntimeOptions,
