@@ -395,34 +395,35 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def explained(err: BaseException) -> bool:
+    """Whether the CLI explains `err` in one line: a bad config, input or stage file (all ValueErrors), a
+    missing file, a locked output, a stage that failed. (The runtime's error is only checked for when the
+    command imported the runtime: commands that do not run stages start without Ray and Prefect.)"""
+    from winnow.storage.lock import OutputLockedError
+
+    runtime = sys.modules.get("winnow.runtime.tasks")
+    failed = (runtime.StageFailedError,) if runtime is not None else ()
+    return isinstance(err, (ValueError, FileNotFoundError, OutputLockedError, *failed))
+
+
 class _WithoutTraceback(logging.Filter):
     """Prefect logs a failed flow's exception with its traceback. For the errors the CLI explains
     in one line (locked output, bad input, a failed stage) that traceback is noise on a terminal."""
 
-    def __init__(self, errors: tuple[type[BaseException], ...]):
-        super().__init__()
-        self.errors = errors
-
     def filter(self, record: logging.LogRecord) -> bool:
-        if record.exc_info and isinstance(record.exc_info[1], self.errors):
+        if record.exc_info and explained(record.exc_info[1]):
             record.exc_info = record.exc_text = None
         return True
 
 
 def main(argv: list[str] | None = None) -> int:
-    from winnow.flows.curate import InputError
-    from winnow.runtime import StageFailedError
-    from winnow.schemas.config import ConfigError
-    from winnow.stages import StageFileError
-    from winnow.storage.lock import OutputLockedError
-
-    explained = (ConfigError, InputError, StageFailedError, StageFileError, OutputLockedError, FileNotFoundError,
-                 ValueError)
-    logging.getLogger("prefect.flow_runs").addFilter(_WithoutTraceback(explained))
+    logging.getLogger("prefect.flow_runs").addFilter(_WithoutTraceback())
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except explained as err:
+    except Exception as err:
+        if not explained(err):
+            raise
         console.print(f"[bold red]error:[/] {err}", highlight=False)
         return 2
 
