@@ -58,6 +58,18 @@ def prefect_api():
         yield
 
 
+@pytest.fixture
+def session_prefect_api(prefect_api, monkeypatch):
+    """`winnow run` subprocesses started by the test talk to the session's Prefect API instead of each
+    starting an ephemeral server of its own (about 8 s each). test_resume and test_plugins run the CLI
+    on the ephemeral default, as a user does."""
+    from prefect.settings import PREFECT_API_URL
+
+    url = PREFECT_API_URL.value()
+    assert url and url.startswith("http"), url
+    monkeypatch.setenv("PREFECT_API_URL", url)
+
+
 @pytest.fixture(scope="session")
 def mission_demo(tmp_path_factory, ray_local, prefect_api):
     """`winnow demo` (every stage family, its models trained from its own generator) on a smaller corpus:

@@ -58,6 +58,7 @@ def test_a_dead_drivers_lock_is_taken_over_but_another_hosts_is_not(output):
             pass
 
 
+@pytest.mark.usefixtures("session_prefect_api")
 def test_winnow_run_refuses_a_locked_output_with_a_clear_message(tmp_path):
     config = tmp_path / "c.yaml"
     (tmp_path / "in").mkdir()

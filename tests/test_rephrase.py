@@ -209,6 +209,7 @@ def test_resume_generates_only_for_uncommitted_shards(tmp_path, tiny_lm):
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("session_prefect_api")
 def test_dry_run_prints_prompt_counts_and_token_estimates_without_generating(tmp_path, tiny_lm):
     (tmp_path / "in").mkdir()
     rows = [json.dumps({"text": t}) for t in web_texts(10)]

@@ -161,6 +161,7 @@ def test_a_failed_upload_leaves_no_half_written_shard(s3_server, tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("session_prefect_api")
 def test_winnow_run_with_input_and_output_on_s3_survives_a_faulty_store(s3_server, tmp_path):
     s3 = boto3.client("s3", endpoint_url=s3_server)
     paths = write_demo_corpus(tmp_path / "input", seed=3, docs_per_shard=120)

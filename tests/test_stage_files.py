@@ -98,6 +98,7 @@ def test_a_broken_datasets_directory_names_its_metadata_file(tmp_path, name, con
     assert str(caught.value).startswith(f"{tmp_path / 'ds' / name}: ") and says in str(caught.value)
 
 
+@pytest.mark.usefixtures("session_prefect_api")
 def test_winnow_run_stops_before_any_work_on_a_missing_blocklist(tmp_path):
     """The new user's case: the run used to ingest everything, then fail inside a Ray task."""
     import subprocess

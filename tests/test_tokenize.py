@@ -85,6 +85,7 @@ def word_level_tokenizer(path, vocab_size: int) -> list[str]:
     return words
 
 
+@pytest.mark.usefixtures("session_prefect_api")
 def test_vocabularies_over_65536_tokens_reach_megatron_files(tmp_path):
     """Item 1 of issue 13: a Llama-3-sized vocabulary (128,256 ids) through `winnow run` (tokenize + pack)
     writes int32 token ids that megatron-core's IndexedDataset reads back document for document."""
