@@ -61,8 +61,8 @@ def prefect_api():
 @pytest.fixture
 def session_prefect_api(prefect_api, monkeypatch):
     """`winnow run` subprocesses started by the test talk to the session's Prefect API instead of each
-    starting an ephemeral server of its own (about 8 s each). test_resume and test_plugins run the CLI
-    on the ephemeral default, as a user does."""
+    starting an ephemeral server of its own (about 8 s each). test_resume runs the CLI on the ephemeral
+    default, as a user does."""
     from prefect.settings import PREFECT_API_URL
 
     url = PREFECT_API_URL.value()

@@ -70,7 +70,7 @@ def ray_cluster():
 
 
 @pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
+def corpus(tmp_path_factory, prefect_api):
     """A 12-shard corpus and its output from a local (single-node) run, the reference."""
     from winnow.flows.curate import curate
 
@@ -87,11 +87,14 @@ def _cluster_run(cluster, root, config, out):
     path.write_text(yaml.safe_dump({**config, "output": str(root / out)}))
     env = {**cluster["env"], "PREFECT_HOME": os.environ["PREFECT_HOME"] + "-cli"}
     env.pop("PREFECT_API_URL", None)
+    if os.environ.get("PREFECT_API_URL"):  # the session's API (`session_prefect_api`), not a server per run
+        env["PREFECT_API_URL"] = os.environ["PREFECT_API_URL"]
     return subprocess.Popen([sys.executable, "-m", "winnow.flows.cli", "run", str(path),
                              "--ray-address", cluster["address"]], env=env, cwd=root, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
 
 
+@pytest.mark.usefixtures("session_prefect_api")
 def test_winnow_runs_on_a_two_node_cluster_with_its_code_shipped(ray_cluster, corpus):
     probe = subprocess.run([sys.executable, "-c", f"""
 import json, ray
@@ -127,6 +130,7 @@ with ray_session({ray_cluster["address"]!r}):
                (ref["rows_in"], ref["rows_out"], ref["rows_rejected"])
 
 
+@pytest.mark.usefixtures("session_prefect_api")
 def test_a_worker_killed_mid_stage_has_its_shard_retried(ray_cluster, corpus):
     root, config = corpus
     run = _cluster_run(ray_cluster, root, config, "killed-worker")

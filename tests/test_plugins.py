@@ -11,6 +11,7 @@ from typing import Literal
 
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+import pytest
 import yaml
 
 from winnow.schemas.config import StageConfig
@@ -41,6 +42,7 @@ class Shout(DocumentStage):
 # ----
 
 
+@pytest.mark.usefixtures("session_prefect_api")
 def test_a_stage_defined_in_a_test_runs_through_winnow_run(tmp_path):
     texts = ["a short one", "a document long enough to be shouted", "another long enough document here", "tiny"]
     (tmp_path / "in").mkdir()
