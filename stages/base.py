@@ -18,6 +18,7 @@ import pyarrow as pa
 
 from winnow.schemas.config import InputConfig, StageConfig, register_stage
 from winnow.schemas.documents import document_schema_for, make_rejects, validate_documents
+from winnow.scorers.config import model_file_problem
 from winnow.storage.fs import Location, resolve
 from winnow.storage.shards import iter_parquet_batches
 
@@ -69,6 +70,14 @@ def require_file(stage: str, path: str, what: str) -> Location:
     if size == 0:
         raise StageFileError(stage, path, f"the {what} is empty")
     return loc
+
+
+def require_model(stage: str, path: str, kind: str) -> None:
+    """A StageFileError naming the stage and the model when `path` does not look like a `kind` model
+    ("fasttext" file or "transformer" directory; see `winnow.scorers.config.model_file_problem`)."""
+    problem = model_file_problem(path, kind)
+    if problem:
+        raise StageFileError(stage, path, problem)
 
 
 @dataclass(frozen=True)

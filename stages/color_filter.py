@@ -16,8 +16,8 @@ import pyarrow as pa
 from pydantic import Field
 
 from winnow.schemas.config import StageConfig
-from winnow.scorers.config import ModelResources, model_file_problem
-from winnow.stages.base import Plot, StageFileError
+from winnow.scorers.config import ModelResources
+from winnow.stages.base import Plot, require_model
 from winnow.stages.scoring import Cutoff, TopShareStage, Verdict, exact_share
 
 
@@ -44,9 +44,7 @@ class ColorFilter(TopShareStage):
 
     def check_files(self) -> None:
         for path in (self.config.prior, self.config.conditional):
-            problem = model_file_problem(path, "transformer")
-            if problem:
-                raise StageFileError(self.name, path, problem)
+            require_model(self.name, path, "transformer")
 
     def resources(self) -> ModelResources:
         return self.config

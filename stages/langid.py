@@ -12,9 +12,8 @@ import pyarrow as pa
 from pydantic import Field
 
 from winnow.schemas.config import Fraction, StageConfig
-from winnow.scorers.config import model_file_problem
 from winnow.scorers.fasttext import fold, load_model
-from winnow.stages.base import DocumentStage, Plot, StageFileError, StageResult
+from winnow.stages.base import DocumentStage, Plot, StageResult, require_model
 
 
 class LangIdConfig(StageConfig):
@@ -47,9 +46,7 @@ class LangId(DocumentStage):
     def __init__(self, config: LangIdConfig, run=None):
         super().__init__(config, run)
         self.model_path = config.model or default_lid_model()
-        problem = model_file_problem(self.model_path, "fasttext")
-        if problem:
-            raise StageFileError(self.name, self.model_path, problem)
+        require_model(self.name, self.model_path, "fasttext")
 
     def setup(self):
         return load_model(self.model_path)

@@ -33,9 +33,9 @@ import pyarrow as pa
 from pydantic import Field, model_validator
 
 from winnow.schemas.config import Fraction, StageConfig, StrictModel
-from winnow.scorers.config import ACTORS_HELP, model_file_problem
+from winnow.scorers.config import ACTORS_HELP
 from winnow.scorers.generate import WRAP_INSTRUCTIONS, WRAP_SYSTEM, WRAP_TEMPLATE
-from winnow.stages.base import DocumentStage, ShardContext, StageFileError, StageResult
+from winnow.stages.base import DocumentStage, ShardContext, StageFileError, StageResult, require_model
 
 REFUSAL = re.compile(r"^\W*(I'?m sorry|I am sorry|sorry,|I apologi[sz]e|I can ?not|I can'?t|I'?m unable|I am unable|"
                      r"I won'?t|As an AI)", re.IGNORECASE)
@@ -215,13 +215,10 @@ class Rephrase(DocumentStage):
 
     def __init__(self, config: RephraseConfig, run=None):
         super().__init__(config, run)
-        paths = ([(config.model, "transformer")] if config.backend != "openai" else []) + \
-            ([(config.tokenizer, "tokenizer")] if config.tokenizer else [])
-        for path, kind in paths:
-            problem = model_file_problem(path, kind) if kind == "transformer" else \
-                (None if Path(path).exists() else "the tokenizer does not exist")
-            if problem:
-                raise StageFileError(self.name, path, problem)
+        if config.backend != "openai":  # (a served model is the server's)
+            require_model(self.name, config.model, "transformer")
+        if config.tokenizer and not Path(config.tokenizer).exists():
+            raise StageFileError(self.name, config.tokenizer, "the tokenizer does not exist")
 
     @classmethod
     def describe_counters(cls, counters: dict[str, int]) -> str:

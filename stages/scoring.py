@@ -26,8 +26,8 @@ from fractions import Fraction
 import numpy as np
 import pyarrow as pa
 
-from winnow.scorers.config import ModelResources, load_scorer, model_file_problem
-from winnow.stages.base import GlobalStage, Mapper, Plan, PlanContext, ShardContext, Stage, StageFileError, StageResult
+from winnow.scorers.config import ModelResources, load_scorer
+from winnow.stages.base import GlobalStage, Mapper, Plan, PlanContext, ShardContext, Stage, StageResult, require_model
 
 
 def exact_share(value: float) -> Fraction:
@@ -93,10 +93,7 @@ class ScoreStage(Stage):
 
     def check_files(self) -> None:
         """The model files exist and look like the kind of model configured (StageFileError if not)."""
-        scorer = self.config.scorer
-        problem = model_file_problem(scorer.model, scorer.kind)
-        if problem:
-            raise StageFileError(self.name, scorer.model, problem)
+        require_model(self.name, self.config.scorer.model, self.config.scorer.kind)
 
     @classmethod
     def variant(cls, config) -> type[Stage]:
