@@ -41,10 +41,10 @@ class RayPlanContext:
     def get_values(self) -> Callable[[list], list]:
         return get_values
 
-    def map(self, stage: GlobalStage) -> tuple[list[list], list]:
+    def map(self) -> tuple[list[list], list]:
         """The stage's mapper over every shard: its outputs per shard and their figures. Shards whose map
         ran on the way are not read again."""
-        mapped, shards = self.mapped, self.shards
+        stage, mapped, shards = self.stage, self.mapped, self.shards
         with model_pools([stage] if len(mapped) < len(shards) else [], self.options.run_id) as pools:
             parts, figures = self.map_shards("map", _map_task, stage.map_outputs(self.partitions), ray.put(stage),
                                              self.batch_size, self.partitions, pools.get(stage.name),

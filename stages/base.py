@@ -117,7 +117,7 @@ class PlanContext(Protocol):
     def put(self, value) -> Any:
         """`value` stored once and handed to every task that gets it as an argument."""
 
-    def map(self, stage: GlobalStage) -> tuple[list[list], list]:
+    def map(self) -> tuple[list[list], list]:
         """The stage's mapper over every shard (reusing what was mapped on the way): outputs per shard, figures."""
 
     def map_shards(self, phase: str, fn: Callable, outputs: int, *args,
@@ -337,7 +337,7 @@ class GlobalStage(Stage):
         The default is one hash shuffle: map_keys -> partition by key -> reduce. Stages that need
         several rounds (e.g. connected components) chain more exchanges.
         """
-        parts, _ = ctx.map(self)
+        parts, _ = ctx.map()
         n = len(ctx.shards)
         reduced, figures = ctx.exchange("reduce", _reduce_partition, parts, n, ctx.put(self), n)
         return Plan({s.name: [r[i] for r in reduced] for i, s in enumerate(ctx.shards)}, sum_figures(figures))

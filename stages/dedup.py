@@ -480,7 +480,7 @@ class Dedup(GlobalStage):
         bands, rows = self.config.banding()
         figures = {"bands": bands, "rows": rows, "partitions": P}
 
-        parts, counts = ctx.map(self)
+        parts, counts = ctx.map()
         figures["documents"] = sum(c["documents"] for c in counts)
         figures["shorter_than_a_shingle"] = sum(c["shorter_than_a_shingle"] for c in counts)
         out, _ = ctx.exchange("bucket", _bucket_task, parts, P + n_shards, me, P, n_shards)

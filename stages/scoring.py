@@ -186,7 +186,7 @@ class TopShareStage(ScoreStage, GlobalStage):
         return 2
 
     def plan(self, ctx: PlanContext) -> Plan:
-        parts, totals = ctx.map(self)
+        parts, totals = ctx.map()
         total = sum(totals)
         target = target_weight(total, self.share(), self.share_by())
         boundary, figures = ctx.select([keys for _, keys in parts], target)
