@@ -20,7 +20,8 @@ from winnow.stages.base import GlobalStage, ShardContext
 
 def partition_count(shards: list[Shard], options: RuntimeOptions) -> int:
     cpus = int(ray.cluster_resources().get("CPU", 1))
-    return options.shuffle_partitions or max(1, min(len(shards), 2 * cpus))
+    count = options.shuffle_partitions or max(1, min(len(shards), 2 * cpus))
+    return 1 << (count.bit_length() - 1) if options.power_of_two_partitions else count
 
 
 class RayPlanContext:
@@ -70,6 +71,7 @@ class RayPlanContext:
         def submit(shard: Shard):
             extra = (per_shard_args or {}).get(shard.name, [])
             refs = task.remote(index[shard.name], shard, *args, *extra)
+            refs = refs if outputs else [refs]
             return refs[-1], refs[:-1]
 
         parts: list[list] = [[] for _ in self.shards]

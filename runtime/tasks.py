@@ -32,6 +32,7 @@ class RuntimeOptions:
     max_retries: int = 3
     shuffle_partitions: int | None = None
     progress: bool = True
+    power_of_two_partitions: bool = False  # with a run index: a reducer's keys then fall in whole index partitions
 
     def in_flight(self) -> int:
         return self.max_in_flight or max(2, 2 * int(ray.cluster_resources().get("CPU", 1)))

@@ -64,6 +64,8 @@ class InputConfig(StrictModel):
     split: str | None = Field(None, description="a Hugging Face datasets directory: the split to read (default: all)")
     dataset_config: str | None = Field(None, description="a Hub-layout datasets directory: the config (README.md "
                                                          "`configs:`) to read; default: its default config")
+    new_only: bool = Field(False, description="read only files the run index has not seen (or that changed since: "
+                                              "size or modification time); needs `index`")
 
 
 class S3Config(StrictModel):
@@ -82,6 +84,29 @@ class S3Config(StrictModel):
 
 class StorageConfig(StrictModel):
     s3: S3Config = S3Config()
+
+
+class IndexConfig(StrictModel):
+    """The run index shared by the runs of one deployment (see `winnow.storage.index`)."""
+
+    uri: str = Field(description="local directory or s3://bucket/prefix of the index")
+    partitions: int = Field(32, ge=1, le=65536, description="key partitions of a new index (a power of two; an "
+                                                            "existing index keeps its own)")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_string(cls, data: Any) -> Any:
+        return {"uri": data} if isinstance(data, str) else data
+
+    @field_validator("partitions")
+    @classmethod
+    def _power_of_two(cls, value: int) -> int:
+        if value & (value - 1):
+            raise ValueError(f"partitions must be a power of two, got {value}")
+        return value
+
+
+OUTPUT_FIELDS = ("run_id", "date")
 
 
 class RuntimeConfig(StrictModel):
@@ -133,7 +158,10 @@ def stage_configs() -> dict[str, type[StageConfig]]:
 
 class RunConfig(StrictModel):
     input: InputConfig
-    output: str = Field(description="local directory or s3://bucket/prefix for the run's outputs")
+    output: str = Field(description="local directory or s3://bucket/prefix for the run's outputs; may contain "
+                                    "{run_id} and {date} (the scheduled day of a deployment's run, else today)")
+    index: IndexConfig | None = Field(None, description="the run index that runs of one deployment share: the "
+                                                        "files they processed and the dedup keys of what they kept")
     output_format: Literal["parquet", "hf"] = Field(
         "parquet", description="hf: also write the final stage's documents to OUT/hf as a directory that "
                                "datasets.load_from_disk opens"
@@ -144,6 +172,25 @@ class RunConfig(StrictModel):
     storage: StorageConfig = StorageConfig()
     runtime: RuntimeConfig = RuntimeConfig()
     seed: int = 0
+
+    @field_validator("output")
+    @classmethod
+    def _output_fields(cls, value: str) -> str:
+        import string
+
+        try:
+            names = {name for _, name, _, _ in string.Formatter().parse(value) if name is not None}
+        except ValueError as err:
+            raise ValueError(f"{value!r}: {err} (a literal brace is written {{{{ or }}}})") from None
+        unknown = sorted(names - set(OUTPUT_FIELDS))
+        if unknown:
+            raise ValueError(f"{value!r}: unknown field(s) {', '.join('{' + n + '}' for n in unknown)}; "
+                             f"an output may contain {{run_id}} and {{date}}")
+        return value
+
+    def output_for(self, run_id: str, date: str) -> str:
+        """The output with its {run_id} and {date} filled in."""
+        return self.output.format(run_id=run_id, date=date)
 
     @field_validator("plugins")
     @classmethod
@@ -179,6 +226,8 @@ class RunConfig(StrictModel):
         repeated = sorted({n for n in names if names.count(n) > 1})
         if repeated:
             raise ValueError(f"stage(s) listed more than once: {', '.join(repeated)}")
+        if self.input.new_only and self.index is None:
+            raise ValueError("input.new_only needs a run index (`index:`) to know which files earlier runs read")
         return self
 
     def stage_hashes(self, input_fingerprint: str = "") -> dict[str, str]:

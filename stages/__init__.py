@@ -12,18 +12,22 @@ import pkgutil
 
 from winnow.schemas.config import RunConfig
 from winnow.stages.base import STAGES, DocumentStage, GlobalStage, RunContext, Stage, StageFileError, StageResult
+from winnow.storage.fs import Location
+from winnow.storage.index import IndexView
 
 for _module in pkgutil.iter_modules(__path__):
     if not _module.ispkg:  # lib/ holds helpers, imported by the stages that use them
         importlib.import_module(f"{__name__}.{_module.name}")
 
 
-def build_stage(stage_config, run_config: RunConfig, input_root: str) -> Stage:
-    """The stage object for one entry of the config's `stages` list, its files checked."""
+def build_stage(stage_config, run_config: RunConfig, input_root: str, output: Location | None = None,
+                index: IndexView | None = None) -> Stage:
+    """The stage object for one entry of the config's `stages` list, its files checked. `output`: the
+    run's output (default: the config's, with no fields to fill in); `index`: the run index as of the run."""
     from winnow.storage.fs import resolve
 
     run = RunContext(input=run_config.input, input_root=input_root,
-                     output=resolve(run_config.output, run_config.storage.s3))
+                     output=output or resolve(run_config.output, run_config.storage.s3), index=index)
     return STAGES[stage_config.name](stage_config, run)
 
 

@@ -20,6 +20,7 @@ from winnow.schemas.config import InputConfig, StageConfig, register_stage
 from winnow.schemas.documents import document_schema_for, make_rejects, validate_documents
 from winnow.scorers.config import model_file_problem
 from winnow.storage.fs import Location, resolve
+from winnow.storage.index import IndexView
 from winnow.storage.shards import iter_parquet_batches
 
 
@@ -42,12 +43,14 @@ class StageResult:
 
 @dataclass(frozen=True)
 class RunContext:
-    """What a stage may need of its run beyond its own config: the input it reads (a source stage)
-    and the run's output location (e.g. where packed tokens go)."""
+    """What a stage may need of its run beyond its own config: the input it reads (a source stage),
+    the run's output location (e.g. where packed tokens go), and the run index as of the run's start
+    (dedup stages match against it and write their new keys beside it)."""
 
     input: InputConfig | None = None
     input_root: str | None = None
     output: Location | None = None
+    index: IndexView | None = None
 
 
 class StageFileError(ValueError):

@@ -19,6 +19,7 @@ Only integers (and, for survivors, ids) cross the shuffles; text is read again o
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 import string
 import sys
@@ -35,6 +36,7 @@ from pydantic import Field, model_validator
 
 from winnow.schemas.config import Fraction, StageConfig
 from winnow.stages.base import GlobalStage, Mapper, Plan, PlanContext, Plot, ShardContext, StageResult, concat, split_by
+from winnow.storage.index import make_ref
 
 _MULT = np.uint64(0x9E3779B97F4A7C15)  # odd 64-bit constant for rolling word hashes into shingle hashes
 _FMIX = (np.uint64(33), np.uint64(0xFF51AFD7ED558CCD), np.uint64(33), np.uint64(0xC4CEB9FE1A85EC53), np.uint64(33))
@@ -42,7 +44,8 @@ _MAX_CHUNK_SHINGLES = 1 << 15
 _MERSENNE_61 = np.uint64((1 << 61) - 1)
 
 DECISIONS = pa.schema([("_shard", pa.int32()), ("_row", pa.int64()), ("drop", pa.bool_()),
-                       ("cluster", pa.string()), ("size", pa.int64())])
+                       ("cluster", pa.string()), ("size", pa.int64()), ("earlier_run", pa.string())])
+SURVIVORS = pa.schema([("node", pa.int64()), ("ref", pa.int64())])  # a dropped document -> its survivor's ref
 EDGES = pa.schema([("u", pa.int64()), ("v", pa.int64())])
 
 
@@ -89,6 +92,13 @@ class DedupConfig(StageConfig):
         if bands * rows > self.num_perm:
             raise ValueError(f"bands x rows = {bands * rows} exceeds num_perm {self.num_perm}")
         return self
+
+    def keyspace(self) -> dict:
+        """The settings a document's band keys depend on (a run index only matches keys made alike)."""
+        bands, rows = self.banding()
+        return {**self.model_dump(include={"normalize", "lowercase", "strip_punctuation", "collapse_whitespace",
+                                           "fold_digits", "strip_accents", "ngram", "num_perm", "seed", "hashing",
+                                           "verify"}), "bands": bands, "rows": rows}
 
     def banding(self) -> tuple[int, int]:
         if self.bands is not None:
@@ -299,12 +309,23 @@ class SignatureMapper(Mapper):
 
 
 def _bucket_task(p, stage: Dedup, partitions: int, n_shards: int, *parts):
-    """Candidate pairs of the buckets in this partition (split by u) and node requests per shard."""
+    """Candidate pairs of the buckets in this partition (split by u) and node requests per shard. With a
+    run index, the index's documents with the same band keys join the buckets as nodes `-1 - ref`."""
     records = concat(parts)
     empty = EDGES.empty_table()
+    figures = {"buckets": 0}
     if records is None or records.num_rows == 0:
-        return [empty] * partitions + [pa.table({"node": pa.array([], pa.int64())})] * n_shards + [{"buckets": 0}]
-    buckets = (pl.from_arrow(records).group_by(["band", "key"]).agg(pl.col("node").unique().sort())
+        return [empty] * partitions + [pa.table({"node": pa.array([], pa.int64())})] * n_shards + [figures]
+    records = pl.from_arrow(records)
+    if stage.run.index is not None:
+        earlier, figures["index_bytes_read"] = stage.run.index.matching_keys(
+            stage.namespace, p, partitions, records["key"].to_numpy(), ["band", "key", "ref"])
+        if earlier is not None:
+            earlier = pl.from_arrow(earlier).join(records.select("band", "key").unique(), on=["band", "key"],
+                                                  how="semi")
+            records = pl.concat([records, earlier.select(pl.col("band").cast(pl.Int32), "key",
+                                                         node=-1 - pl.col("ref"))])
+    buckets = (records.group_by(["band", "key"]).agg(pl.col("node").unique().sort())
                .filter(pl.col("node").list.len() > 1))
     small = buckets.filter(pl.col("node").list.len() <= stage.config.max_bucket_pairs)
     large = buckets.filter(pl.col("node").list.len() > stage.config.max_bucket_pairs)
@@ -317,10 +338,10 @@ def _bucket_task(p, stage: Dedup, partitions: int, n_shards: int, *parts):
         star = large.select(pl.col("node").list.first().alias("u"), pl.col("node").list.slice(1).alias("v"))
         pairs.append(star.explode("v"))
     edges = pl.concat(pairs).unique().to_arrow().cast(EDGES) if pairs else empty
-    nodes = pa.table({"node": pc.unique(pa.concat_arrays([edges.column("u").combine_chunks(),
-                                                          edges.column("v").combine_chunks()]))})
-    return (split_by(edges, "u", partitions) + split_by(nodes, "node", n_shards, key=_shard_of)
-            + [{"buckets": buckets.height}])
+    nodes = pc.unique(pa.concat_arrays([edges.column("u").combine_chunks(), edges.column("v").combine_chunks()]))
+    nodes = pa.table({"node": nodes.filter(pc.greater_equal(nodes, 0))})  # this run's documents, to fetch
+    figures["buckets"] = buckets.height
+    return split_by(edges, "u", partitions) + split_by(nodes, "node", n_shards, key=_shard_of) + [figures]
 
 
 def _fetch_task(shard_index, shard, stage: Dedup, batch_size: int, partitions: int, *requests):
@@ -388,9 +409,10 @@ def _star_task(p, kind: str, partitions: int, *parts):
     edge set, so the driver can stop when a full round changes nothing.
     """
     edges = pl.from_arrow(concat(parts) or EDGES.empty_table())
-    checksum = int(fmix64(edges.filter(pl.col("u") < pl.col("v")).select(
-        (pl.col("u").cast(pl.UInt64) * int(_MULT) + pl.col("v").cast(pl.UInt64)).alias("h"))["h"].to_numpy())
-        .sum(dtype=np.uint64)) if edges.height else 0
+    unsigned = edges.filter(pl.col("u") < pl.col("v")).select(  # (index documents' nodes are negative)
+        pl.col("u").reinterpret(signed=False), pl.col("v").reinterpret(signed=False))
+    checksum = int(fmix64(unsigned.select((pl.col("u") * int(_MULT) + pl.col("v")).alias("h"))["h"].to_numpy())
+                   .sum(dtype=np.uint64)) if edges.height else 0
     m = edges.group_by("u").agg(pl.min("v").alias("m")).with_columns(pl.min_horizontal("u", "m").alias("m"))
     edges = edges.join(m, on="u")
     if kind == "large":  # link every larger neighbour to the smallest of the neighbourhood
@@ -409,33 +431,90 @@ def _label_task(p, stage: Dedup, partitions: int, n_edge_parts: int, *parts):
     attrs = concat(parts[n_edge_parts:])
     labels = edges.group_by("u").agg(pl.min("v").alias("root")).select(
         pl.col("u").alias("node"), pl.min_horizontal("u", "root").alias("root"))
-    if attrs is None or labels.height == 0:
+    if labels.height == 0:
         return [None] * partitions + [0]
-    attrs = pl.from_arrow(attrs.drop_columns([c for c in ["shingles"] if c in attrs.schema.names]))
-    joined = labels.join(attrs, on="node").to_arrow()
+    if attrs is None:  # only index documents here
+        joined = labels.with_columns(id=pl.lit(None, pl.String)).to_arrow()
+    else:
+        attrs = pl.from_arrow(attrs.drop_columns([c for c in ["shingles"] if c in attrs.schema.names]))
+        joined = labels.join(attrs, on="node", how="left").to_arrow()  # an index document has no attributes here
     return split_by(joined, "root", partitions) + [joined.num_rows]
 
 
-def _survivor_task(p, stage: Dedup, n_shards: int, *parts):
-    """One survivor per component (lowest id, first in input order, or highest score then lowest id);
-    decisions by shard."""
+def _survivor_task(p, stage: Dedup, n_shards: int, offsets, *parts):
+    """One survivor per component: an earlier run's document if the component has one (the earliest),
+    else the lowest id, the first in input order, or the highest score then lowest id. Decisions by
+    shard; with a run index also each dropped document's survivor (its ref), for the index's keys."""
     members = concat(parts)
     if members is None or members.num_rows == 0:
-        return [DECISIONS.empty_table()] * n_shards + [{"clusters": 0, "near_duplicates": 0}]
+        return [DECISIONS.empty_table()] * n_shards + [SURVIVORS.empty_table(), {
+            "clusters": 0, "near_duplicates": 0, "earlier_run_duplicates": 0}]
     df = pl.from_arrow(members)
     order = (["score", "id"], [True, False]) if "score" in df.columns else \
         (["node"], [False]) if stage.config.keep == "first" else (["id"], [False])  # node: shard << 32 | row
-    df = df.sort(["root", *order[0]], descending=[False, *order[1]], nulls_last=True).with_columns(
-        cluster=pl.col("id").first().over("root"), size=pl.len().over("root"),
+    df = df.with_columns(earlier=pl.when(pl.col("node") < 0).then(-1 - pl.col("node")))  # the index document's ref
+    df = df.sort(["root", "earlier", *order[0]], descending=[False, False, *order[1]], nulls_last=True).with_columns(
+        first=pl.col("node").first().over("root"), size=pl.len().over("root"),
         drop=pl.int_range(pl.len()).over("root") > 0)
+    earlier = df.filter(pl.col("first") < 0)
+    index = stage.run.index
+    found = index.lookup(stage.namespace, -1 - earlier["first"].to_numpy()) if index is not None else {}
+    named = {-1 - ref: doc for ref, doc in found.items()}
+    df = df.with_columns(cluster=pl.col("id").first().over("root"),
+                         earlier_run=pl.col("first").replace_strict(
+                             {n: r for n, (_, r) in named.items()}, default=None, return_dtype=pl.String))
+    if named:
+        df = df.with_columns(cluster=pl.col("first").replace_strict(
+            {n: i for n, (i, _) in named.items()}, default=pl.col("cluster"), return_dtype=pl.String))
+    new = df.filter(pl.col("node") >= 0)
     decisions = pa.table({
-        "_shard": pa.array(_shard_of(df["node"].to_numpy()).astype(np.int32)),
-        "_row": pa.array(df["node"].to_numpy() & np.int64(0xFFFFFFFF)),
-        "drop": df["drop"].to_arrow(), "cluster": df["cluster"].to_arrow().cast(pa.string()),
-        "size": df["size"].to_arrow().cast(pa.int64()),
+        "_shard": pa.array(_shard_of(new["node"].to_numpy()).astype(np.int32)),
+        "_row": pa.array(new["node"].to_numpy() & np.int64(0xFFFFFFFF)),
+        "drop": new["drop"].to_arrow(), "cluster": new["cluster"].to_arrow().cast(pa.string()),
+        "size": new["size"].to_arrow().cast(pa.int64()), "earlier_run": new["earlier_run"].to_arrow(),
     }, schema=DECISIONS)
-    figures = {"clusters": int(df["root"].n_unique()), "near_duplicates": int(df["drop"].sum())}
-    return split_by(decisions, "_shard", n_shards) + [figures]
+    dropped = new.filter(pl.col("drop"))
+    first = dropped["first"].to_numpy()
+    survivor_refs = np.where(first < 0, -1 - first, _refs(index, offsets, first)) if index is not None else first
+    figures = {"clusters": int(df["root"].n_unique()), "near_duplicates": dropped.height,
+               "earlier_run_duplicates": int((first < 0).sum())}
+    survivors = pa.table({"node": dropped["node"].to_arrow(), "ref": pa.array(survivor_refs, pa.int64())},
+                         schema=SURVIVORS)
+    return split_by(decisions, "_shard", n_shards) + [survivors, figures]
+
+
+def _refs(index, offsets: np.ndarray, nodes: np.ndarray) -> np.ndarray:
+    """The refs this run's documents get in the index: generation, then their number in the stage's input."""
+    nodes = np.maximum(nodes, 0)
+    return make_ref(index.generation, offsets[_shard_of(nodes)] + (nodes & np.int64(0xFFFFFFFF)))
+
+
+def _index_keys_task(p, stage: Dedup, partitions: int, offsets, n_maps: int, *parts):
+    """This run's band keys of partition p for the index, each pointing at its document's survivor (a dropped
+    document's keys point at the document kept in its place, so later runs find that one through them)."""
+    records = concat(parts[:n_maps])
+    survivors = concat(parts[n_maps:]) or SURVIVORS.empty_table()
+    if records is None:
+        records = pa.table({"band": pa.array([], pa.int32()), "key": pa.array([], pa.uint64()),
+                            "node": pa.array([], pa.int64())})
+    df = pl.from_arrow(records).join(pl.from_arrow(survivors), on="node", how="left")
+    refs = np.where(df["ref"].is_null().to_numpy(), _refs(stage.run.index, offsets, df["node"].to_numpy()),
+                    df["ref"].fill_null(0).to_numpy())
+    table = pl.DataFrame({"band": df["band"].cast(pl.Int16), "key": df["key"], "ref": refs}).unique().to_arrow()
+    return stage.run.index.write_keys(stage.namespace, p, partitions, table, sort=["band", "key"])
+
+
+def _index_docs_task(shard_index, shard, stage: Dedup, batch_size: int, offsets, *decisions):
+    """The (ref, id) table of the documents this shard keeps, for the index."""
+    dropped = concat(decisions)
+    drop_rows = dropped.filter(dropped.column("drop")).column("_row").to_numpy() if dropped is not None else []
+    chunks = [c.cast(pa.string()) for t in shard.tables(batch_size, ["id"]) for c in t.column("id").chunks]
+    ids = pa.concat_arrays(chunks) if chunks else pa.array([], pa.string())
+    keep = np.ones(len(ids), dtype=bool)
+    keep[np.asarray(drop_rows, dtype=np.int64)] = False
+    rows = np.flatnonzero(keep)
+    refs = _refs(stage.run.index, offsets, node_ids(shard_index, rows))
+    return stage.run.index.write_docs(stage.namespace, shard_index, refs, ids.filter(pa.array(keep)))
 
 
 def connected_components(ctx: PlanContext, edges: list[list]) -> tuple[list[list], int]:
@@ -467,6 +546,10 @@ class Dedup(GlobalStage):
     def __init__(self, config: DedupConfig, run=None):
         super().__init__(config, run)
         self.score_column = None if config.keep in ("lowest_id", "first") else config.keep
+        keyspace = config.keyspace()
+        self.namespace = "dedup/" + hashlib.sha256(json.dumps(keyspace, sort_keys=True).encode()).hexdigest()[:12]
+        if self.run.index is not None:
+            self.run.index.check_keyspace(self.name, self.namespace, keyspace)
 
     map_columns = ["text"]
 
@@ -483,7 +566,7 @@ class Dedup(GlobalStage):
         parts, counts = ctx.map()
         figures["documents"] = sum(c["documents"] for c in counts)
         figures["shorter_than_a_shingle"] = sum(c["shorter_than_a_shingle"] for c in counts)
-        out, _ = ctx.exchange("bucket", _bucket_task, parts, P + n_shards, me, P, n_shards)
+        out, bucket_figures = ctx.exchange("bucket", _bucket_task, parts, P + n_shards, me, P, n_shards)
         candidates = [o[:P] for o in out]
         requests = {s.name: [o[P + i] for o in out] for i, s in enumerate(shards)}
         fetched, _ = ctx.map_shards("fetch", _fetch_task, P, me, ctx.batch_size, P, per_shard_args=requests)
@@ -496,16 +579,37 @@ class Dedup(GlobalStage):
         edges, figures["component_rounds"] = connected_components(ctx, edges)
 
         labels, _ = ctx.exchange("label", _label_task, edges + fetched, P, me, P, len(edges))
-        survivors, survivor_figures = ctx.exchange("survivor", _survivor_task, labels, n_shards, me, n_shards)
-        figures["clusters"] = sum(f["clusters"] for f in survivor_figures)
-        figures["near_duplicates"] = sum(f["near_duplicates"] for f in survivor_figures)
-        return Plan({s.name: [o[i] for o in survivors] for i, s in enumerate(shards)}, figures)
+        offsets = np.concatenate([[0], np.cumsum([c["documents"] for c in counts])[:-1]]).astype(np.int64)
+        survivors, survivor_figures = ctx.exchange("survivor", _survivor_task, labels, n_shards + 1, me, n_shards,
+                                                   offsets)
+        for key in ("clusters", "near_duplicates", "earlier_run_duplicates"):
+            figures[key] = sum(f[key] for f in survivor_figures)
+        decisions = {s.name: [o[i] for o in survivors] for i, s in enumerate(shards)}
+        if self.run.index is not None:
+            figures["index_bytes_read"] = sum(f.get("index_bytes_read", 0) for f in bucket_figures)
+            figures["index"] = self._append_to_index(ctx, me, parts, [o[n_shards] for o in survivors], decisions,
+                                                     offsets)
+        else:
+            del figures["earlier_run_duplicates"]
+        return Plan(decisions, figures)
+
+    def _append_to_index(self, ctx: PlanContext, me, parts: list[list], survivors: list, decisions: dict,
+                         offsets: np.ndarray) -> dict:
+        """This run's parts of the index: every band key (pointing at its document's survivor), and the
+        (ref, id) of every document kept."""
+        keys = ctx.gather("index", _index_keys_task, [(p, me, ctx.partitions, offsets, len(parts),
+                                                        *[producer[p] for producer in parts], *survivors)
+                                                       for p in range(ctx.partitions)])
+        _, docs = ctx.map_shards("index", _index_docs_task, 0, me, ctx.batch_size, offsets, per_shard_args=decisions)
+        return {"namespace": self.namespace, "keyspace": self.config.keyspace(),
+                "keys": [k for part in keys for k in part], "docs": docs}
 
     def apply_decisions(self, table: pa.Table, row_offset: int, decisions: pa.Table | None) -> StageResult:
         n = table.num_rows
         cluster = np.array(table.column("id").to_pylist(), dtype=object)
         size = np.ones(n, dtype=np.int64)
         drop = np.zeros(n, dtype=bool)
+        earlier = np.full(n, None, dtype=object)
         if decisions is not None and decisions.num_rows:
             local = decisions.column("_row").to_numpy() - row_offset
             mine = (local >= 0) & (local < n)
@@ -513,9 +617,11 @@ class Dedup(GlobalStage):
             cluster[idx] = np.array(decisions.column("cluster").to_pylist(), dtype=object)[mine]
             size[idx] = decisions.column("size").to_numpy()[mine]
             drop[idx] = decisions.column("drop").to_numpy(zero_copy_only=False)[mine]
+            earlier[idx] = np.array(decisions.column("earlier_run").to_pylist(), dtype=object)[mine]
         annotated = table.append_column("dup_cluster", pa.array(cluster.tolist(), pa.string())) \
                          .append_column("dup_cluster_size", pa.array(size, pa.int64()))
         dropped = annotated.filter(pa.array(drop))
-        details = [f"duplicate of {c} (cluster of {s})" for c, s in zip(cluster[drop], size[drop], strict=True)]
+        details = [f"duplicate of {c}{f' from run {r}' if r else ''} (cluster of {s})"
+                   for c, s, r in zip(cluster[drop], size[drop], earlier[drop], strict=True)]
         return StageResult.of(self.name, n, annotated.filter(pa.array(~drop)), dropped,
                               ["near_duplicate"] * int(drop.sum()), details)

@@ -53,13 +53,13 @@ def _holder_is_dead(lock: dict) -> bool:
     return False
 
 
-def _describe(lock: dict, uri: str) -> str:
+def _describe(lock: dict, uri: str, what: str = "output") -> str:
     now = time.time()
     age = now - float(lock.get("since", now))
     quiet = now - float(lock.get("heartbeat", lock.get("since", now)))
     stale = (f"; no heartbeat for {_age(quiet)}, so it looks stale" if quiet > 5 * HEARTBEAT_S else
              f"; last heartbeat {_age(quiet)} ago")
-    return (f"output {uri} is locked by run {lock.get('run_id')} of {lock.get('user')}@{lock.get('host')} "
+    return (f"{what} {uri} is locked by run {lock.get('run_id')} of {lock.get('user')}@{lock.get('host')} "
             f"pid {lock.get('pid')}, taken {_age(age)} ago{stale}. Wait for it to finish, or if that run is dead, "
             "run again with --break-lock")
 
@@ -86,7 +86,7 @@ def _s3_client(s3: S3Config):
     return boto3.client("s3", config=retries, **{k: v for k, v in kwargs.items() if v is not None})
 
 
-def _create(loc: Location, data: bytes, s3: S3Config) -> bool:
+def create_exclusive(loc: Location, data: bytes, s3: S3Config) -> bool:
     """Write `data` at `loc` only if nothing is there; False if something was."""
     if loc.is_local:
         os.makedirs(os.path.dirname(loc.path), exist_ok=True)
@@ -118,8 +118,9 @@ def _read(loc: Location) -> dict:
 
 @contextlib.contextmanager
 def output_lock(output: Location, run_id: str, s3: S3Config | None = None,
-                break_lock: bool = False) -> Iterator[None]:
-    """Hold the output's lock for the duration of a run (see the module docstring)."""
+                break_lock: bool = False, what: str = "output") -> Iterator[None]:
+    """Hold the lock of an output (or of a run index, `what`) for the duration of a run (see the module
+    docstring)."""
     s3 = s3 or S3Config()
     loc = output.join(LOCK)
     owner = _owner(run_id)
@@ -128,8 +129,8 @@ def output_lock(output: Location, run_id: str, s3: S3Config | None = None,
         log.warning("removing the lock of run %s (%s)", held.get("run_id"),
                     "--break-lock" if break_lock else f"its process {held.get('pid')} on this host is gone")
         loc.delete()
-    if not _create(loc, json.dumps(owner).encode(), s3):
-        raise OutputLockedError(_describe(_read(loc), output.uri))
+    if not create_exclusive(loc, json.dumps(owner).encode(), s3):
+        raise OutputLockedError(_describe(_read(loc), output.uri, what))
     stop = threading.Event()
 
     def beat() -> None:
