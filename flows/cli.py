@@ -58,6 +58,12 @@ def _print_summary(summary: dict) -> None:
         said = STAGES[name].summary(summary["output"], c.get("extra") or {}) if name in STAGES else None
         if said:
             console.print(said[0])
+    for alarm in summary.get("alarms") or []:
+        sources = ", ".join(f"{s['source']} ({s['removed']:,} of {s['in']:,})" for s in alarm["sources"])
+        console.print(f"[bold red]alarm:[/] {alarm['stage']} removed more than {alarm['alarm_fraction']:.0%} of "
+                      f"{sources}; largest clusters: " + "; ".join(
+                          f"{c['survivor']} ({c['removed']:,} removed, e.g. {c['members'][0]['text'][:60]!r})"
+                          for c in alarm["clusters"][:3]), highlight=False)
     documents = summary.get("documents") or f"{summary['output']}/<stage>"
     console.print(f"documents: {documents}/part-*.parquet, rejects: {summary['output']}/<stage>/rejects/")
     console.print(f"manifests: {summary['output']}/<stage>/{MANIFEST}, run summary: {summary['output']}/{RUN_SUMMARY}")
@@ -76,6 +82,11 @@ def _run(args: argparse.Namespace) -> int:
                      break_lock=args.break_lock)
     if summary["stages"]:
         _print_summary(summary)
+    index = summary.get("index")
+    if index:
+        console.print(f"index: {index['uri']}: read generation {index['base']}, " + (
+            f"appended generation {index['appended']} ({index['files']} input files)" if index["appended"] else
+            "no new input files: nothing to do"))
     if args.dry_run:
         _print_dry_run(summary.get("dry_run"))
     return 0
@@ -97,6 +108,25 @@ def _demo(args: argparse.Namespace) -> int:
     total, prepared = time.perf_counter() - start, summary["prepare_seconds"]
     console.print(f"demo: {total:.0f} s ({prepared:.0f} s corpus and models, {total - prepared:.0f} s the run); "
                   f"look around with `winnow inspect {args.out}` and open {summary.get('report')}")
+    return 0
+
+
+def _index(args: argparse.Namespace) -> int:
+    from winnow.storage.index import INDEX_META, RunIndex
+
+    index = RunIndex(args.index)
+    if not index.root.join(INDEX_META).exists():
+        raise ValueError(f"no run index at {index.root.uri} (a run with `index:` makes one when it commits)")
+    if args.action == "show":
+        console.print_json(json.dumps(index.describe()))
+        return 0
+    if (args.action == "forget") != bool(args.run_id):
+        raise ValueError("`forget` takes the run id whose entries to remove (see `show`); `compact` takes none")
+    run_id = f"{args.action}-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}"
+    with index.lock(run_id, args.break_lock):
+        record = index.rewrite(run_id, forget=args.run_id)
+    console.print(f"index {index.root.uri}: generation {record['generation']} is a snapshot of "
+                  f"{len(record['runs'])} runs" + (f", without run {args.run_id}" if args.run_id else ""))
     return 0
 
 
@@ -365,6 +395,13 @@ def build_parser() -> argparse.ArgumentParser:
                          "dropped and why, or what each stage found")
     inspect.set_defaults(func=_inspect)
 
+
+    index = sub.add_parser("index", help="a run index: what it holds, merge its small parts, forget a run")
+    index.add_argument("index", help="the index directory or s3:// URI (a config's `index:`)")
+    index.add_argument("action", choices=["show", "compact", "forget"])
+    index.add_argument("run_id", nargs="?", help="forget: the run whose files, keys and documents to remove")
+    index.add_argument("--break-lock", action="store_true", help="take the lock of a run that is dead")
+    index.set_defaults(func=_index)
 
     deploy = sub.add_parser("deploy", help="create a scheduled Prefect deployment of a config")
     deploy.add_argument("config", help="run config (YAML); its content is stored in the deployment")

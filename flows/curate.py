@@ -19,7 +19,7 @@ import ray
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from winnow.flows.report import write_report
+from winnow.flows.report import over_removal, write_report
 from winnow.runtime import RuntimeOptions, SegmentResult, Shard, Step, ray_session, run_segment, split_into_segments
 from winnow.schemas.config import RunConfig, apply_overrides, load_config, parse_config
 from winnow.stages import Stage, build_stage
@@ -173,6 +173,10 @@ def curate(config: RunConfig | dict | str, ray_address: str | None = None, out: 
         if view is not None:
             summary["index"]["appended"] = view.generation if committed else append_to_index(
                 index, view, run_id, output, hashes, inputs, summary["stages"])
+        summary["alarms"] = over_removal(output, summary["stages"], {s.name: s.model_dump() for s in config.stages})
+        for alarm in summary["alarms"]:
+            get_run_logger().warning("%s removed more than %.0f%% of source(s) %s", alarm["stage"],
+                                     100 * alarm["alarm_fraction"], ", ".join(s["source"] for s in alarm["sources"]))
         summary["documents"] = shards[0].source.uri.rsplit("/", 1)[0] if shards else None
         output.join(RUN_SUMMARY).write_bytes_atomic(json.dumps(summary, indent=2).encode())
         try:

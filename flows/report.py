@@ -35,7 +35,7 @@ table{border-collapse:collapse;margin:1em 0;font-size:14px}td,th{border-bottom:1
 text-align:right}td:first-child,th:first-child,th:last-child,td.reasons{text-align:left}h2{margin-top:2em}
 svg{background:#fafafa;border:1px solid #eee;margin:.5em 0}.note{color:#666;font-size:13px}
 table.samples td{text-align:left;vertical-align:top}td.text{font-family:ui-monospace,monospace;font-size:12px;
-color:#444;max-width:520px}td.why{color:#8a3b12;font-size:13px}"""
+color:#444;max-width:520px}td.why{color:#8a3b12;font-size:13px}p.alarm{color:#a40000}"""
 
 
 def _files(out: Location, stage: str, rejects: bool) -> list[Location]:
@@ -163,6 +163,11 @@ def build_report(output: str | Location, max_values: int = 1_000_000) -> str:
                     f'<td>{c.get("seconds", 0):.1f}</td><td class="reasons">{reasons or "-"}</td>'
                     f'<td class="counters">{html.escape(counters) or "-"}</td></tr>')
     body.append("</table>")
+    alarms = run.get("alarms")
+    if alarms is None:
+        alarms = over_removal(out, stages, configs)
+    if alarms:
+        body.append(_alarms_section(alarms))
     if stages:
         body.append(bars_svg([(n, c["rows_out"]) for n, c in stages.items()], "documents kept after each stage"))
         body.append(bars_svg([(n, c.get("seconds", 0)) for n, c in stages.items()], "time per stage", " s"))
@@ -195,6 +200,56 @@ def build_report(output: str | Location, max_values: int = 1_000_000) -> str:
         body += [_samples_section(out, name, stages[name]) for name in stages]
     return (f"<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>winnow report</title>"
             f"<style>{CSS}</style></head><body>{''.join(body)}</body></html>")
+
+
+def over_removal(out: Location, stages: dict[str, dict], configs: dict[str, dict], clusters: int = 5,
+                 members: int = 3) -> list[dict]:
+    """Sources a dedup stage removed more than its `alarm_fraction` of (within the run or against the run
+    index), each with the stage's largest clusters among them: a cluster of one template (a cookie banner, a
+    boilerplate page) rather than one document shows in its members' text."""
+    alarms, before = [], None
+    for name, counts in stages.items():
+        kept, fraction = counts.get("kept_by_source") or {}, configs.get(name, {}).get("alarm_fraction")
+        if fraction is not None and before is not None:
+            heavy = {source: n for source, n in before.items() if n and (n - kept.get(source, 0)) / n > fraction}
+            if heavy:
+                alarms.append({"stage": name, "alarm_fraction": fraction, "sources": [
+                    {"source": source, "in": n, "removed": n - kept.get(source, 0)} for source, n in heavy.items()],
+                    "clusters": _largest_clusters(out, name, set(heavy), clusters, members)})
+        before = kept
+    return alarms
+
+
+def _largest_clusters(out: Location, stage: str, sources: set[str], n: int, members: int) -> list[dict]:
+    """The survivors with the most documents removed in their favour (from the given sources), a few removed
+    members each, with a text snippet."""
+    base = out.join(stage, "rejects")
+    rows: dict[str, list[tuple[str, str]]] = {}
+    for loc in base.list_files("part-*.parquet") if base.exists() else []:
+        with loc.open_read() as f:
+            table = pq.read_table(f, columns=["id", "source", "reject_detail", "text"])
+        for doc_id, source, detail, text in zip(*(table.column(c).to_pylist() for c in table.schema.names),
+                                                strict=True):
+            if source in sources and detail and detail.startswith("duplicate of "):
+                survivor = detail.removeprefix("duplicate of ").split(" (cluster")[0]
+                rows.setdefault(survivor, []).append((doc_id, " ".join((text or "").split())[:160]))
+    largest = sorted(rows.items(), key=lambda kv: (-len(kv[1]), kv[0]))[:n]
+    return [{"survivor": survivor, "removed": len(found),
+             "members": [{"id": i, "text": t} for i, t in found[:members]]} for survivor, found in largest]
+
+
+def _alarms_section(alarms: list[dict]) -> str:
+    items = []
+    for alarm in alarms:
+        sources = ", ".join(f"{html.escape(s['source'])} ({s['removed']:,} of {s['in']:,})" for s in alarm["sources"])
+        clusters = "".join(
+            f"<tr><td>{html.escape(c['survivor'])}</td><td>{c['removed']:,}</td><td class=\"text\">"
+            + "<br>".join(f"{html.escape(m['id'])}: {html.escape(m['text'])}" for m in c["members"]) + "</td></tr>"
+            for c in alarm["clusters"])
+        items.append(f'<p class="alarm"><b>{html.escape(alarm["stage"])}</b> removed more than '
+                     f'{alarm["alarm_fraction"]:.0%} of {sources}. Its largest clusters:</p><table class="samples">'
+                     f"<tr><th>kept document</th><th>removed</th><th>some removed members</th></tr>{clusters}</table>")
+    return '<h2 id="alarms">Over-removal alarms</h2>' + "".join(items)
 
 
 def _per_source(stages: dict[str, dict]) -> str:

@@ -238,8 +238,9 @@ class RunConfig(StrictModel):
         )
         hashes = {}
         for stage in self.stages:
-            # where rows are written is not what they are: checkpoint does not change a hash
-            upstream = _sha256({"upstream": upstream, "stage": stage.model_dump(mode="json", exclude={"checkpoint"})})
+            # where rows are written (checkpoint) and when to warn (alarm_fraction) are not what they are
+            upstream = _sha256({"upstream": upstream, "stage": stage.model_dump(
+                mode="json", exclude={"checkpoint", "alarm_fraction"})})
             hashes[stage.name] = upstream
         return hashes
 

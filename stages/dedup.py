@@ -74,6 +74,9 @@ class DedupConfig(StageConfig):
                                   "default); datatrove: its MinHash exactly (SHA-1 of each shingle, its seeded "
                                   "permutations mod 2^61-1), so with normalize: datatrove the same documents collide")
     verify: bool = Field(False, description="check candidate pairs by exact Jaccard of their shingle sets")
+    alarm_fraction: Fraction = Field(
+        0.5, description="flag a source (in the run table and the report) when this stage removes more than this "
+                         "share of its documents, with the largest clusters")
     keep: str = Field("lowest_id", description="survivor: 'lowest_id', 'first' (earliest in input order: shard, then "
                                                "row; datatrove's choice in most clusters) or a numeric column whose "
                                                "highest value wins")
@@ -383,8 +386,14 @@ def _edges_task(p, stage: Dedup, partitions: int, get_values, fetched: list | No
     figures = {"candidate_pairs": edges.height}
     if fetched is not None:
         needed = np.unique(np.concatenate([edges["u"].to_numpy(), edges["v"].to_numpy()]))
-        sources = {(int(s), int(q)) for s, q in zip(_shard_of(needed), needed % partitions, strict=True)}
+        earlier, needed = needed[needed < 0], needed[needed >= 0]
         sets = {}
+        if len(earlier):  # an earlier run's document: its shingle set is in the index
+            found = stage.run.index.documents(stage.namespace, -1 - earlier, ["ref", "shingles"])
+            sets.update(zip((-1 - np.asarray(found.column("ref").to_pylist(), dtype=np.int64)).tolist(),
+                            (np.asarray(x, dtype=np.uint64) for x in found.column("shingles").to_pylist()),
+                            strict=True))
+        sources = {(int(s), int(q)) for s, q in zip(_shard_of(needed), needed % partitions, strict=True)}
         for table in get_values([fetched[s][q] for s, q in sorted(sources)]) if sources else []:
             if table is not None:
                 sets.update(zip(table.column("node").to_pylist(),
@@ -505,16 +514,25 @@ def _index_keys_task(p, stage: Dedup, partitions: int, offsets, n_maps: int, *pa
 
 
 def _index_docs_task(shard_index, shard, stage: Dedup, batch_size: int, offsets, *decisions):
-    """The (ref, id) table of the documents this shard keeps, for the index."""
+    """The (ref, id) table of the documents this shard keeps, for the index (with `verify`, and their shingle
+    hash sets, which later runs verify their candidates against)."""
     dropped = concat(decisions)
-    drop_rows = dropped.filter(dropped.column("drop")).column("_row").to_numpy() if dropped is not None else []
-    chunks = [c.cast(pa.string()) for t in shard.tables(batch_size, ["id"]) for c in t.column("id").chunks]
-    ids = pa.concat_arrays(chunks) if chunks else pa.array([], pa.string())
-    keep = np.ones(len(ids), dtype=bool)
-    keep[np.asarray(drop_rows, dtype=np.int64)] = False
-    rows = np.flatnonzero(keep)
+    drop = dropped.filter(dropped.column("drop")).column("_row").to_numpy() if dropped is not None else []
+    verify = Shingler(stage.config) if stage.config.verify else None
+    ids, sets, offset = [], [], 0
+    for table in shard.tables(batch_size, ["id", "text"] if verify else ["id"]):
+        keep = ~np.isin(np.arange(offset, offset + table.num_rows), drop)
+        offset += table.num_rows
+        kept = table.filter(pa.array(keep))
+        ids.append(kept.column("id").cast(pa.string()).combine_chunks())
+        if verify:
+            hashes, starts = verify.shingle_hashes(kept.column("text"))
+            sets += [np.unique(hashes[starts[i]:starts[i + 1]]) for i in range(kept.num_rows)]
+    rows = np.flatnonzero(~np.isin(np.arange(offset), drop))
     refs = _refs(stage.run.index, offsets, node_ids(shard_index, rows))
-    return stage.run.index.write_docs(stage.namespace, shard_index, refs, ids.filter(pa.array(keep)))
+    extra = {"shingles": pa.array(sets, pa.list_(pa.uint64()))} if verify else {}
+    ids = pa.concat_arrays(ids) if ids else pa.array([], pa.string())
+    return stage.run.index.write_docs(stage.namespace, shard_index, refs, ids, **extra)
 
 
 def connected_components(ctx: PlanContext, edges: list[list]) -> tuple[list[list], int]:

@@ -22,7 +22,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import Field
 
-from winnow.schemas.config import StageConfig
+from winnow.schemas.config import Fraction, StageConfig
 from winnow.stages.base import DECISION_SCHEMA, GlobalStage, Plan, PlanContext, StageResult, split_by, sum_figures
 from winnow.storage.index import make_ref
 
@@ -34,6 +34,9 @@ class ExactDedupConfig(StageConfig):
     normalize: Literal["none", "whitespace", "lower_whitespace"] = Field(
         "whitespace", description="what is ignored when comparing texts"
     )
+    alarm_fraction: Fraction = Field(
+        0.5, description="flag a source (in the run table and the report) when this stage removes more than this "
+                         "share of its documents, with the largest clusters")
     keep: str = Field(
         "lowest_id",
         description="survivor of a group: 'lowest_id', 'first' (earliest in input order: shard, then row), "

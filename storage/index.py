@@ -129,19 +129,20 @@ class IndexView:
 
     def lookup(self, namespace: str, refs: np.ndarray) -> dict[int, tuple[str, str]]:
         """ref -> (document id, run id) for the given refs of `namespace`."""
-        refs = np.unique(refs)
-        out: dict[int, tuple[str, str]] = {}
-        if not len(refs):
-            return out
+        table = self.documents(namespace, refs, ["ref", "id"])
+        return {ref: (doc_id, self.runs.get(ref >> REF_SHIFT, "?"))
+                for ref, doc_id in zip(table.column("ref").to_pylist(), table.column("id").to_pylist(), strict=True)}
+
+    def documents(self, namespace: str, refs: np.ndarray, columns: list[str]) -> pa.Table:
+        """The docs rows of the given refs (reading only the docs parts whose ref range holds one)."""
+        refs = np.unique(np.asarray(refs, dtype=np.int64))
         wanted = pa.array(refs, pa.int64())
-        for path, first, last in self.docs.get(namespace, []):
-            if not ((refs >= first) & (refs <= last)).any():
-                continue
-            table = pq.read_table(self.root.join(path).open_read())
-            table = table.filter(pc.is_in(table.column("ref"), value_set=wanted))
-            for ref, doc_id in zip(table.column("ref").to_pylist(), table.column("id").to_pylist(), strict=True):
-                out[ref] = (doc_id, self.runs.get(ref >> REF_SHIFT, "?"))
-        return out
+        found = []
+        for path, first, last in self.docs.get(namespace, []) if len(refs) else []:
+            if ((refs >= first) & (refs <= last)).any():
+                table = pq.read_table(self.root.join(path).open_read(), columns=columns)
+                found.append(table.filter(pc.is_in(table.column("ref"), value_set=wanted)))
+        return pa.concat_tables(found) if found else pa.table({c: pa.array([], pa.int64()) for c in columns})
 
     # -- writing this run's parts (committed later by `RunIndex.commit`)
     def write_keys(self, namespace: str, p: int, run_partitions: int, table: pa.Table,
@@ -158,9 +159,9 @@ class IndexView:
             written.append([path, *_write(self.root.join(path), part)])
         return written
 
-    def write_docs(self, namespace: str, n: int, refs: np.ndarray, ids: pa.Array) -> list:
-        """Part n of this run's (ref, id) table; [path, first ref, last ref, rows, bytes]."""
-        table = pa.table({"ref": pa.array(refs, pa.int64()), "id": ids}).sort_by("ref")
+    def write_docs(self, namespace: str, n: int, refs: np.ndarray, ids: pa.Array, **columns) -> list:
+        """Part n of this run's (ref, id, *columns) table; [path, first ref, last ref, rows, bytes]."""
+        table = pa.table({"ref": pa.array(refs, pa.int64()), "id": ids, **columns}).sort_by("ref")
         path = f"{namespace}/docs/g{self.generation:08d}-{n:05d}.parquet"
         rows, size = _write(self.root.join(path), table)
         first, last = (int(refs.min()), int(refs.max())) if len(refs) else (0, -1)

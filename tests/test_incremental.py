@@ -10,7 +10,10 @@ import pytest
 
 from conftest import web_documents, write_jsonl
 from winnow.flows.curate import curate
+from winnow.schemas.config import S3Config
 from winnow.storage.fs import resolve
+from winnow.storage.index import RunIndex
+from winnow.storage.manifest import read_kept
 
 DAYS = 3
 
@@ -59,8 +62,7 @@ def config(input_dir, output, index, stage: dict) -> dict:
 
 
 def kept_ids(summary: dict, stage: str) -> set[str]:
-    out = resolve(summary["output"]).join(stage)
-    return {i for f in out.list_files("*.parquet") for i in pq.read_table(f.path, columns=["id"])["id"].to_pylist()}
+    return set(read_kept(resolve(summary["output"]), stage, ["id"])["id"].to_pylist())
 
 
 def rejects(summary: dict, stage: str) -> dict[str, str]:
@@ -73,8 +75,8 @@ def rejects(summary: dict, stage: str) -> dict[str, str]:
     return found
 
 
-@pytest.mark.parametrize("stage", [{"name": "exact_dedup", "keep": "first"}, {"name": "dedup", "keep": "first"}],
-                         ids=["exact_dedup", "dedup"])
+@pytest.mark.parametrize("stage", [{"name": "exact_dedup", "keep": "first"},
+                                   {"name": "dedup", "keep": "first", "verify": True}], ids=["exact_dedup", "dedup"])
 def test_daily_runs_keep_what_one_run_over_all_days_keeps(tmp_path, ray_local, session_prefect_api, stage):
     days = daily_corpus()
     everything = tmp_path / "all"
@@ -104,3 +106,116 @@ def test_daily_runs_keep_what_one_run_over_all_days_keeps(tmp_path, ray_local, s
     if stage["name"] == "dedup":
         for doc in ("chain-b", "chain-c"):
             assert dropped[doc].startswith(f"duplicate of d0-0000 from run {runs[0]}")
+
+
+def index_doc_ids(index: RunIndex, namespace_prefix: str) -> list[str]:
+    view = index.view()
+    return [i for ns, docs in view.docs.items() if ns.startswith(namespace_prefix)
+            for path, *_ in docs for i in pq.read_table(index.root.join(path).open_read())["id"].to_pylist()]
+
+
+def killed_and_rerun(monkeypatch, input_uri: str, output: str, index_uri: str, storage: dict) -> None:
+    """A run killed after writing its index parts, before its commit; its rerun killed after the commit, before
+    its summary; then rerun again. The index ends with one generation holding every kept document once."""
+    stages = [{"name": "ingest"}, {"name": "exact_dedup", "keep": "first"}, {"name": "dedup", "keep": "first"}]
+    cfg = {"input": {"uri": input_uri, "id_field": "id", "new_only": True}, "output": output,
+           "index": {"uri": index_uri, "partitions": 4}, "stages": stages, "storage": storage,
+           "runtime": {"progress": False}}
+    commit = RunIndex.commit
+
+    def killed_before(self, record):
+        raise RuntimeError("injected: the driver dies before the index commit")
+
+    def killed_after(self, record):
+        commit(self, record)
+        raise RuntimeError("injected: the driver dies after the index commit")
+
+    index = RunIndex(index_uri, S3Config(**storage.get("s3", {})))
+    for fault, generations in [(killed_before, []), (killed_after, [1])]:
+        monkeypatch.setattr(RunIndex, "commit", fault)
+        with pytest.raises(Exception, match="injected"):
+            curate(cfg)
+        assert index.generation_numbers() == generations
+        parts = index.root.join("exact_dedup", "whitespace", "keys")
+        assert parts.exists() and parts.list_files("*.parquet")  # written before the commit
+    monkeypatch.setattr(RunIndex, "commit", commit)
+    summary = curate(cfg)
+    assert summary["index"]["appended"] == 1 and index.generation_numbers() == [1]
+    output_loc = resolve(summary["output"], S3Config(**storage.get("s3", {})))
+    for stage in ("exact_dedup", "dedup"):
+        ids = read_kept(output_loc, stage, ["id"])["id"].to_pylist()
+        assert sorted(index_doc_ids(index, stage + "/")) == sorted(ids) and len(set(ids)) == len(ids) > 100
+
+
+def test_a_run_killed_before_or_after_its_index_commit_appends_exactly_once(tmp_path, monkeypatch, ray_local,
+                                                                           session_prefect_api):
+    write_day(tmp_path / "crawl", 0, daily_corpus()[0])
+    killed_and_rerun(monkeypatch, str(tmp_path / "crawl"), str(tmp_path / "out" / "{date}"), str(tmp_path / "index"),
+                     {})
+
+
+@pytest.mark.slow
+def test_the_same_on_s3_through_a_faulty_store(tmp_path, monkeypatch, ray_local, session_prefect_api, s3_server):
+    import boto3
+    from s3_faults import FaultyS3Proxy
+
+    write_day(tmp_path / "crawl", 0, daily_corpus()[0])
+    for path in sorted((tmp_path / "crawl").iterdir()):
+        boto3.client("s3", endpoint_url=s3_server).upload_file(str(path), "winnow-test", f"crawl/{path.name}")
+    with FaultyS3Proxy(s3_server, throttle=0.03, drop=0.005, seed=5) as proxy:
+        storage = {"s3": {"endpoint_url": proxy.url, "region": "us-east-1", "access_key_id": "testing",
+                          "secret_access_key": "testing-secret"}}
+        killed_and_rerun(monkeypatch, "s3://winnow-test/crawl", "s3://winnow-test/nightly/{date}",
+                         "s3://winnow-test/index", storage)
+        assert proxy.count("throttled") + proxy.count("dropped") > 0
+
+
+def test_index_show_compact_and_forget(tmp_path, ray_local, session_prefect_api, capsys):
+    from winnow.flows.cli import main
+
+    days = daily_corpus()
+    stage = {"name": "exact_dedup", "keep": "first"}
+    index = RunIndex(str(tmp_path / "index"))
+    runs = []
+    for day in range(2):
+        write_day(tmp_path / "crawl", day, days[day])
+        runs.append(curate(config(tmp_path / "crawl", tmp_path / "out" / "{run_id}", tmp_path / "index", stage)))
+    kept = sorted(index_doc_ids(index, "exact_dedup/"))
+    assert main(["index", str(tmp_path / "index"), "show"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["generation"] == 2 and shown["files"] == 4 and shown["runs"] == {"1": runs[0]["run_id"],
+                                                                                   "2": runs[1]["run_id"]}
+    assert shown["namespaces"]["exact_dedup/whitespace"]["documents"] == len(kept)
+
+    assert main(["index", str(tmp_path / "index"), "compact"]) == 0
+    view = index.view()
+    assert view.base == 3 and all(len(parts) == 1 for parts in view.keys["exact_dedup/whitespace"].values())
+    assert sorted(index_doc_ids(index, "exact_dedup/")) == kept
+    assert len(list((tmp_path / "index" / "exact_dedup").rglob("*.parquet"))) == 32 + 1  # merged parts only
+
+    assert main(["index", str(tmp_path / "index"), "forget", runs[1]["run_id"]]) == 0
+    assert sorted(index_doc_ids(index, "exact_dedup/")) == sorted(kept_ids(runs[0], "exact_dedup"))
+    assert set(index.view().known_files()) == {str(tmp_path / "crawl" / f"day0-{k}.jsonl") for k in range(2)}
+    again = curate(config(tmp_path / "crawl", tmp_path / "out" / "{run_id}", tmp_path / "index", stage))
+    assert again["index"]["files"] == 2 and kept_ids(again, "exact_dedup") == kept_ids(runs[1], "exact_dedup")
+    assert main(["index", str(tmp_path / "index"), "forget", "no-such-run"]) == 2
+
+
+def test_a_source_mostly_removed_by_dedup_raises_the_alarm_with_its_largest_clusters(tmp_path, ray_local,
+                                                                                     session_prefect_api):
+    from winnow.flows.report import build_report
+
+    texts = [t for t in web_documents() if len(t.split()) >= 150][:60]
+    template = "Accept cookies to continue. This site uses cookies to improve your experience. " * 3
+    write_jsonl(tmp_path / "in" / "news.jsonl", [json.dumps({"id": f"n{i}", "text": t}) for i, t in enumerate(texts)])
+    write_jsonl(tmp_path / "in" / "forum.jsonl", [json.dumps({"id": f"f{i}", "text": template}) for i in range(30)]
+                + [json.dumps({"id": f"g{i}", "text": t}) for i, t in enumerate(texts[:5])])
+    summary = curate(config(tmp_path / "in", tmp_path / "out", None, {"name": "exact_dedup", "keep": "first"}))
+    (alarm,) = summary["alarms"]
+    # (forum.jsonl is read first: its copies of five news articles survive, the news file loses 5 of 60)
+    assert alarm["stage"] == "exact_dedup" and alarm["sources"] == [{"source": "forum.jsonl", "in": 35,
+                                                                      "removed": 29}]
+    biggest = alarm["clusters"][0]
+    assert biggest["survivor"] == "f0" and biggest["removed"] == 29 and len(biggest["members"]) == 3
+    assert biggest["members"][0]["text"].startswith("Accept cookies")
+    assert 'id="alarms"' in build_report(summary["output"]) and "forum.jsonl" in build_report(summary["output"])
