@@ -49,20 +49,28 @@ class PeakRSS:
     mapping them) so the sum does not count shared memory once per process.
     """
 
-    def __init__(self):
+    def __init__(self, exclude: str | None = None, track: str | None = None):
         self.peak, self.read, self._reads, self._stop = 0, 0, {}, threading.Event()
+        self.exclude = exclude  # processes whose command line contains this are not counted
+        self.track, self.tracked_peak = track, 0  # also the peak of those whose command line contains `track`
 
     def _poll(self, pss: bool) -> tuple[int, dict]:
         """PSS summed over the process tree (when `pss`: the costly part), and each process's read bytes."""
-        total, reads = 0, {}
+        total, tracked, reads = 0, 0, {}
         me = psutil.Process()
         for proc in [me, *me.children(recursive=True)]:
             try:
+                command = " ".join(proc.cmdline()) if self.exclude or self.track else ""
+                if self.exclude and self.exclude in command:
+                    continue
                 with proc.oneshot():
-                    total += proc.memory_full_info().pss if pss else 0
+                    pss_bytes = proc.memory_full_info().pss if pss else 0
                     reads[(proc.pid, proc.create_time())] = proc.io_counters().read_chars
+                total += pss_bytes
+                tracked += pss_bytes if self.track and self.track in command else 0
             except psutil.Error:
                 pass
+        self.tracked_peak = max(self.tracked_peak, tracked)
         return total, reads
 
     def _sample(self):

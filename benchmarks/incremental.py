@@ -7,8 +7,10 @@ deletions, swaps of 2-5% of words) and 2% exact copies, half of them of an earli
 
 winnow: each day's files land in one input folder and `winnow run` reads only the new ones
 (`input.new_only`): ingest -> exact_dedup -> dedup (keep: first), one `index:` for all days, local Ray
-with 2 CPUs. Printed per day: wall time, docs/s, index bytes read, peak memory (PSS of the process tree,
-Ray's workers included), cross-run drops; then the index's bytes per kept document.
+with 2 CPUs, started afresh for each day as a nightly run's process would be. Printed per day: wall time,
+docs/s, index bytes read (compressed), peak memory (PSS of the process tree, Prefect's API server aside; and
+of the Ray worker processes alone), documents removed and how many of them against earlier days; then the
+index's bytes per kept document.
 
 datatrove (same days, 2 workers, 14 buckets x 8 hashes, 5-grams): per day MinhashDedupSignature ->
 MinhashDedupBuckets(index_folder=…, only_dedup_in_index=False) -> MinhashDedupCluster ->
@@ -79,7 +81,6 @@ def run_winnow(days: list[list[tuple[str, str]]], work: Path) -> tuple[list[dict
     from winnow.flows.curate import curate
     from winnow.storage.index import RunIndex
 
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     config = {"input": {"uri": str(work / "crawl"), "id_field": "id", "new_only": True},
               "output": str(work / "runs" / "{run_id}"), "index": str(work / "index"),
               "stages": [{"name": "ingest"}, {"name": "exact_dedup", "keep": "first"},
@@ -88,17 +89,20 @@ def run_winnow(days: list[list[tuple[str, str]]], work: Path) -> tuple[list[dict
     rows = []
     for day, docs in enumerate(days):
         write_day(work / "crawl", day, docs)
-        with PeakRSS() as rss:
+        # a nightly run starts its own Ray (started here outside the timing); Prefect's API server is not the run's
+        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+        with PeakRSS(exclude="prefect.server.api", track="ray::") as rss:
             started = time.perf_counter()
             summary = curate(config)
             seconds = time.perf_counter() - started
+        ray.shutdown()
         stages = summary["stages"]
         extra = {name: stages[name].get("extra", {}) for name in ("exact_dedup", "dedup")}
         rows.append({"day": day + 1, "seconds": seconds, "docs": len(docs), "peak": rss.peak,
-                     "read": sum(e.get("index_bytes_read", 0) for e in extra.values()),
+                     "workers": rss.tracked_peak, "read": sum(e.get("index_bytes_read", 0) for e in extra.values()),
                      "earlier": sum(e.get("earlier_run_duplicates", 0) for e in extra.values()),
-                     "kept": stages["dedup"]["rows_out"]})
-    ray.shutdown()
+                     "kept": stages["dedup"]["rows_out"],
+                     "removed": sum(stages[name]["rows_rejected"] for name in ("exact_dedup", "dedup"))})
     shown = RunIndex(str(work / "index")).describe()
     named = _a_cross_run_reject(Path(summary["output"]))
     return rows, {"bytes": shown["bytes"], "namespaces": shown["namespaces"], "example": named}
@@ -182,13 +186,16 @@ def main() -> None:
         print(f"{args.days} daily increments of {args.per_day:,} documents (sentence mixes of real web text, 8% "
               f"edited and 2% exact copies, half of them across days)\n")
         print("winnow: ingest -> exact_dedup -> dedup against one run index (new_only), local Ray, 2 CPUs")
-        print(f"{'day':>4}{'wall s':>9}{'docs/s':>9}{'index MiB read':>16}{'peak MiB':>10}{'cross-run drops':>17}")
+        print(f"{'day':>4}{'wall s':>9}{'docs/s':>9}{'index MiB read':>16}{'peak MiB':>10}{'workers MiB':>13}"
+              f"{'removed':>9}{'of them cross-run':>19}")
         for r in winnow:
             print(f"{r['day']:>4}{r['seconds']:>9.2f}{r['docs'] / r['seconds']:>9,.0f}{r['read'] / 2**20:>16.2f}"
-                  f"{r['peak'] / 2**20:>10,.0f}{r['earlier']:>17,}")
+                  f"{r['peak'] / 2**20:>10,.0f}{r['workers'] / 2**20:>13,.0f}{r['removed']:>9,}{r['earlier']:>19,}")
         kept = sum(r["kept"] for r in winnow)
-        print(f"day {args.days} / day 2 time: {winnow[-1]['seconds'] / winnow[1]['seconds']:.2f}x; peak memory: "
-              f"{winnow[-1]['peak'] / winnow[1]['peak']:.2f}x")
+        print(f"day {args.days} / day 2: time {winnow[-1]['seconds'] / winnow[1]['seconds']:.2f}x; peak memory of "
+              f"the Ray workers (the run's work) {winnow[-1]['workers'] / winnow[1]['workers']:.2f}x; of everything "
+              f"{winnow[-1]['peak'] / winnow[1]['peak']:.2f}x (this driver runs every day's flow in one process and "
+              "grows by some 25 MiB a run, with or without an index; a nightly run's driver is a fresh process)")
         print(f"index: {index['bytes']:,} bytes for {kept:,} kept documents = {index['bytes'] / kept:.0f} bytes per "
               f"kept document (exact + MinHash keys, no verify)")
         for ns, shown in index["namespaces"].items():
@@ -198,11 +205,11 @@ def main() -> None:
             return
         datatrove = run_datatrove(days, work / "datatrove")
         print("datatrove: signature -> buckets(index_folder) -> cluster -> filter, then MinhashBuildIndex; 2 workers")
-        print(f"{'day':>4}{'wall s':>9}{'docs/s':>9}{'peak MiB':>10}{'index matches':>15}{'removed':>9}"
+        print(f"{'day':>4}{'wall s':>9}{'docs/s':>9}{'peak MiB':>10}{'index band hits':>17}{'removed':>9}"
               f"{'winnow x':>10}")
         for r, w in zip(datatrove, winnow, strict=True):
             print(f"{r['day']:>4}{r['seconds']:>9.2f}{r['docs'] / r['seconds']:>9,.0f}{r['peak'] / 2**20:>10,.0f}"
-                  f"{r['earlier']:>15,}{r['removed']:>9,}{r['seconds'] / w['seconds']:>10.1f}")
+                  f"{r['earlier']:>17,}{r['removed']:>9,}{r['seconds'] / w['seconds']:>10.1f}")
         total_dt, total_w = sum(r["seconds"] for r in datatrove), sum(r["seconds"] for r in winnow)
         print(f"winnow / datatrove time per increment (all days): {total_dt / total_w:.1f}x; datatrove's index: "
               f"{datatrove[-1]['index_bytes'] / sum(r['docs'] for r in datatrove):.0f} bytes per input document; "

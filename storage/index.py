@@ -119,8 +119,10 @@ class IndexView:
             with loc.open_read() as f:
                 parquet = pq.ParquetFile(f)
                 read += parquet.metadata.serialized_size
-                for group in range(parquet.num_row_groups):
-                    read += parquet.metadata.row_group(group).total_byte_size
+                names = parquet.schema_arrow.names
+                for group in range(parquet.num_row_groups):  # (a part is written in row groups of 1Mi rows)
+                    chunks = parquet.metadata.row_group(group)
+                    read += sum(chunks.column(names.index(c)).total_compressed_size for c in columns)
                     table = parquet.read_row_group(group, columns=columns)
                     hit = table.filter(pc.is_in(table.column("key"), value_set=wanted))
                     if hit.num_rows:
@@ -168,8 +170,18 @@ class IndexView:
         return [path, first, last, rows, size]
 
 
+# Encodings that keep the index small: a key is a random 64-bit hash (stored plain); a ref in a part sorted by
+# key is random in its low bytes only (byte-stream split lets zstd drop the rest); sorted columns (a part's
+# band, a docs table's refs and ids) are delta- or run-length-encoded.
+_ENCODINGS = {"ref": "BYTE_STREAM_SPLIT"}
+_SORTED_ENCODINGS = {"ref": "DELTA_BINARY_PACKED", "id": "DELTA_BYTE_ARRAY"}
+
+
 def _write(loc: Location, table: pa.Table) -> tuple[int, int]:
-    writer = ShardWriter(loc, table.schema)
+    docs = "id" in table.schema.names and "ref" in table.schema.names
+    encodings = {c: e for c, e in (_SORTED_ENCODINGS if docs else _ENCODINGS).items() if c in table.schema.names}
+    writer = ShardWriter(loc, table.schema, use_dictionary=[c for c in table.schema.names if c in ("band", "run_id")],
+                         column_encoding=encodings)
     writer.write(table)
     done = writer.commit()
     return done["rows"], done["bytes"]

@@ -154,12 +154,13 @@ class ShardWriter:
     sees a partial shard. `abort()` leaves nothing behind.
     """
 
-    def __init__(self, loc: Location, schema: pa.Schema, compression: str = "zstd"):
+    def __init__(self, loc: Location, schema: pa.Schema, compression: str = "zstd", **parquet_options):
         self.loc, self.schema, self.rows = loc, schema, 0
         self._tmp = temp_path_for(loc)
         self._stream = open(self._tmp, "wb")
         self._sink = _HashingSink(self._stream)
-        self._writer = pq.ParquetWriter(pa.PythonFile(self._sink, mode="w"), schema, compression=compression)
+        self._writer = pq.ParquetWriter(pa.PythonFile(self._sink, mode="w"), schema, compression=compression,
+                                        **parquet_options)
 
     def write(self, table: pa.Table | pa.RecordBatch) -> None:
         if table.num_rows:

@@ -82,3 +82,16 @@ def test_load_config_errors(tmp_path):
     bad.write_text("input: [unclosed")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_config(bad)
+
+
+def test_output_fields_index_and_new_only():
+    base = {"input": {"uri": "/data"}, "stages": [{"name": "ingest"}]}
+    config = parse_config({**base, "output": "s3://b/nightly/{date}/{run_id}", "index": "s3://b/index"})
+    assert config.output_for("r1", "2026-12-05") == "s3://b/nightly/2026-12-05/r1"
+    assert config.index.uri == "s3://b/index" and config.index.partitions == 32
+    with pytest.raises(ConfigError, match=r"unknown field\(s\) \{day\}"):
+        parse_config({**base, "output": "/out/{day}"})
+    with pytest.raises(ConfigError, match="needs a run index"):
+        parse_config({**base, "output": "/out", "input": {"uri": "/data", "new_only": True}})
+    with pytest.raises(ConfigError, match="power of two"):
+        parse_config({**base, "output": "/out", "index": {"uri": "/index", "partitions": 24}})

@@ -10,6 +10,7 @@ import pytest
 
 from conftest import web_documents, write_jsonl
 from winnow.flows.curate import curate
+from winnow.flows.inspect import trace
 from winnow.schemas.config import S3Config
 from winnow.storage.fs import resolve
 from winnow.storage.index import RunIndex
@@ -85,7 +86,7 @@ def test_daily_runs_keep_what_one_run_over_all_days_keeps(tmp_path, ray_local, s
     one_run = curate(config(everything, tmp_path / "one", None, stage))
 
     incoming, index = tmp_path / "crawl", tmp_path / "index"
-    kept, dropped, runs = set(), {}, []
+    kept, dropped, runs, outputs = set(), {}, [], {}
     for day, files in enumerate(days):
         write_day(incoming, day, files)
         summary = curate(config(incoming, tmp_path / "out" / "{run_id}", index, stage))
@@ -94,6 +95,7 @@ def test_daily_runs_keep_what_one_run_over_all_days_keeps(tmp_path, ray_local, s
         runs.append(summary["run_id"])
         kept |= kept_ids(summary, stage["name"])
         dropped.update(rejects(summary, stage["name"]))
+        outputs.update(dict.fromkeys(rejects(summary, stage["name"]), summary["output"]))
 
     assert kept == kept_ids(one_run, stage["name"])
     assert set(dropped) == set(rejects(one_run, stage["name"]))
@@ -103,6 +105,9 @@ def test_daily_runs_keep_what_one_run_over_all_days_keeps(tmp_path, ray_local, s
     for doc, detail in cross_run.items():
         survivor, run = detail.removeprefix("duplicate of ").split(" (")[0].split(" from run ")
         assert survivor in kept and run == runs[day_of[survivor]] and day_of[survivor] < day_of[doc]
+    doc = next(iter(cross_run))  # what `winnow inspect OUT --id DOC` prints
+    steps, _ = trace(resolve(outputs[doc]), doc)
+    assert steps[-1].outcome == "dropped" and cross_run[doc] in steps[-1].detail
     if stage["name"] == "dedup":
         for doc in ("chain-b", "chain-c"):
             assert dropped[doc].startswith(f"duplicate of d0-0000 from run {runs[0]}")
@@ -219,3 +224,15 @@ def test_a_source_mostly_removed_by_dedup_raises_the_alarm_with_its_largest_clus
     assert biggest["survivor"] == "f0" and biggest["removed"] == 29 and len(biggest["members"]) == 3
     assert biggest["members"][0]["text"].startswith("Accept cookies")
     assert 'id="alarms"' in build_report(summary["output"]) and "forum.jsonl" in build_report(summary["output"])
+
+
+def test_a_stage_whose_keys_differ_from_the_index_stops_before_any_work(tmp_path):
+    from winnow.stages.base import RunContext
+    from winnow.stages.dedup import Dedup, DedupConfig
+    from winnow.storage.index import IndexStateError, IndexView
+
+    made = Dedup(DedupConfig())
+    view = IndexView(resolve(str(tmp_path)), 32, 1, keyspaces={made.namespace: DedupConfig().keyspace()})
+    Dedup(DedupConfig(), RunContext(index=view))  # the same settings: accepted
+    with pytest.raises(IndexStateError, match=r"stage 'dedup'.*ngram=5.*this run: ngram=3"):
+        Dedup(DedupConfig(ngram=3), RunContext(index=view))
