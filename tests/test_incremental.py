@@ -63,7 +63,12 @@ def config(input_dir, output, index, stage: dict) -> dict:
 
 
 def kept_ids(summary: dict, stage: str) -> set[str]:
-    return set(read_kept(resolve(summary["output"]), stage, ["id"])["id"].to_pylist())
+    return set(kept_texts(summary, stage))
+
+
+def kept_texts(summary: dict, stage: str) -> dict[str, str]:
+    table = read_kept(resolve(summary["output"]), stage, ["id", "text"])
+    return dict(zip(table["id"].to_pylist(), table["text"].to_pylist(), strict=True))
 
 
 def rejects(summary: dict, stage: str) -> dict[str, str]:
@@ -77,7 +82,9 @@ def rejects(summary: dict, stage: str) -> dict[str, str]:
 
 
 @pytest.mark.parametrize("stage", [{"name": "exact_dedup", "keep": "first"},
-                                   {"name": "dedup", "keep": "first", "verify": True}], ids=["exact_dedup", "dedup"])
+                                   {"name": "dedup", "keep": "first", "verify": True},
+                                   {"name": "paragraph_dedup", "unit": "line"}],
+                         ids=["exact_dedup", "dedup", "paragraph_dedup"])
 def test_daily_runs_keep_what_one_run_over_all_days_keeps(tmp_path, ray_local, session_prefect_api, stage):
     days = daily_corpus()
     everything = tmp_path / "all"
@@ -86,19 +93,22 @@ def test_daily_runs_keep_what_one_run_over_all_days_keeps(tmp_path, ray_local, s
     one_run = curate(config(everything, tmp_path / "one", None, stage))
 
     incoming, index = tmp_path / "crawl", tmp_path / "index"
-    kept, dropped, runs, outputs = set(), {}, [], {}
+    kept, dropped, runs, outputs = {}, {}, [], {}
     for day, files in enumerate(days):
         write_day(incoming, day, files)
         summary = curate(config(incoming, tmp_path / "out" / "{run_id}", index, stage))
         assert summary["stages"]["ingest"]["shards"] == 2  # only the day's new files
         assert summary["index"]["appended"] == day + 1
         runs.append(summary["run_id"])
-        kept |= kept_ids(summary, stage["name"])
+        kept.update(kept_texts(summary, stage["name"]))
         dropped.update(rejects(summary, stage["name"]))
         outputs.update(dict.fromkeys(rejects(summary, stage["name"]), summary["output"]))
 
-    assert kept == kept_ids(one_run, stage["name"])
+    assert kept == kept_texts(one_run, stage["name"])  # (paragraph_dedup: the same units cut from the same texts)
     assert set(dropped) == set(rejects(one_run, stage["name"]))
+    if stage["name"] == "paragraph_dedup":
+        assert one_run["stages"]["paragraph_dedup"]["extra"]["units_removed"] > 100
+        return
     cross_run = {i: d for i, d in dropped.items() if " from run " in d}
     assert cross_run, "the corpus plants copies of earlier days"
     day_of = {r["id"]: day for day, files in enumerate(days) for rows in files for r in rows}
