@@ -199,6 +199,9 @@ def _records(rng: random.Random, shard: int, n: int, pool: list[str]) -> list[di
             text = article(rng, TARGET_TOPIC if roll < 0.50 else None)
             pool.append(text)
             text = _planted(text, shard, i)
+            if i % 30 == 13 and len(pool) > 4:  # a page stitched from earlier pages' paragraphs: mostly duplicate
+                picks = rng.sample(pool[:-1], 3)
+                text = text.split("\n\n", 1)[0] + "".join("\n\n" + p.split("\n\n")[1] for p in picks)
         host = BLOCKED_HOST if i % 40 == 11 else f"example-{shard}.test"
         records.append({"text": text, "url": f"https://{host}/{i}", "lang": "en", "crawl": "demo-2026"})
     text = article(rng)
@@ -218,8 +221,15 @@ BENCHMARK_ITEMS = [  # the demo's "benchmark": some articles quote an item with 
 ]
 
 
+SIGNUP = ("Enjoyed this article? Join 40,000 readers and get our weekly digest of the best new stories, "
+          "interviews and guides delivered to your inbox every Sunday morning.")  # a paragraph many pages repeat
+
+
 def _planted(article_text: str, shard: int, i: int) -> str:
-    """Some articles carry an e-mail address and a phone number (pii), or a benchmark item (decontaminate)."""
+    """Some articles carry an e-mail address and a phone number (pii), a benchmark item (decontaminate), or a
+    sign-up paragraph that many pages repeat (paragraph_dedup cuts it out of all but the first)."""
+    if i % 4 == 1:
+        return f"{article_text}\n\n{SIGNUP}"
     if i % 20 == 7:
         return f"{article_text}\nQuestions to the editor at editor{shard}@example.org or (202) 555-01{i % 100:02d}."
     if i % 50 == 23:
@@ -354,7 +364,8 @@ def demo_config(input_dir: str, output_dir: str, tokenizer: str | None = None, l
         stages.append({"name": "url_filter", "blocklists": [screening["blocklist"]]})
     if langid:
         stages.append({"name": "langid", "languages": ["en"]})
-    stages += [{"name": "heuristics"}, {"name": "exact_dedup"}, {"name": "dedup"}]
+    stages += [{"name": "heuristics"}, {"name": "exact_dedup"}, {"name": "dedup"},
+               {"name": "paragraph_dedup", "unit": "line"}]  # (heuristics leave one line per paragraph)
     if screening:
         stages.append({"name": "decontaminate", "benchmarks": [{"path": screening["benchmark"]}]})
     if models:

@@ -283,7 +283,44 @@ def _samples_section(out: Location, name: str, counts: dict, per_reason: int = 3
                '<p class="note">no documents to show</p></section>'
     return (f'<section class="samples" id="samples-{html.escape(name)}"><h3>{html.escape(name)}</h3>'
             '<table class="samples"><tr><th>outcome</th><th>document</th><th>what decided</th><th>text</th></tr>'
-            f"{_sample_rows(dropped)}{_sample_rows(kept_rows)}</table></section>")
+            f"{_sample_rows(dropped)}{_sample_rows(kept_rows)}{_cut_rows(out, name, kept)}</table></section>")
+
+
+def _cut_rows(out: Location, name: str, n: int, max_chars: int = 1500) -> str:
+    """Kept documents a stage cut units out of (its `dup_removed` column: offset in the kept text, text
+    removed), shown with the removed text put back, struck out."""
+    rows: list[str] = []
+    try:
+        files = kept_files(out, name)
+    except FileNotFoundError:
+        return ""
+    for loc in files:
+        with loc.open_read() as f:
+            pf = pq.ParquetFile(f)
+            if "dup_removed" not in pf.schema_arrow.names:
+                return ""
+            table = pf.read(columns=["id", "text", "dup_removed"])
+        for doc_id, text, cuts in zip(*(table.column(c).to_pylist() for c in ("id", "text", "dup_removed")),
+                                      strict=True):
+            if not cuts or len(rows) >= n:
+                continue
+            segments, at = [], 0  # (text, whether it was cut), in the order of the original document
+            for cut in sorted(cuts, key=lambda c: c["at"]):
+                segments += [(text[at:cut["at"]], False), (cut["text"], True)]
+                at = max(at, cut["at"])
+            segments.append((text[at:], False))
+            shown, budget = [], max_chars
+            for piece, was_cut in segments:
+                piece, budget = piece[:budget], budget - len(piece)
+                shown.append(f"<del>{html.escape(piece)}</del>" if was_cut else html.escape(piece))
+                if budget <= 0:
+                    shown.append("…")
+                    break
+            rows.append(f'<tr class="cut"><td>kept, cut</td><td>{html.escape(doc_id)}</td><td class="why">'
+                        f'{len(cuts)} repeated unit(s) removed</td><td class="text">{"".join(shown)}</td></tr>')
+        if len(rows) >= n:
+            break
+    return "".join(rows)
 
 
 def write_report(output: str | Location) -> Location:

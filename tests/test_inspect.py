@@ -9,8 +9,8 @@ import sys
 import pyarrow.parquet as pq
 import pytest
 
-FAMILIES = ["ingest", "url_filter", "heuristics", "exact_dedup", "dedup", "decontaminate", "quality", "toxicity",
-            "preselect", "color_filter", "rephrase", "pii", "tokenize", "pack"]
+FAMILIES = ["ingest", "url_filter", "heuristics", "exact_dedup", "dedup", "paragraph_dedup", "decontaminate",
+            "quality", "toxicity", "preselect", "color_filter", "rephrase", "pii", "tokenize", "pack"]
 
 
 def inspect(out, *args) -> str:

@@ -85,6 +85,14 @@ def test_samples_and_sources_say_what_each_stage_did(run):
         assert ("<td>kept</td>" in section) == (counts["rows_out"] > 0), name
     exact = pq.read_table(out / "exact_dedup" / "rejects").to_pylist()[0]
     assert html.escape(exact["reject_detail"]) in page  # the survivor it duplicates
+    cut = page.split('id="samples-paragraph_dedup"')[1].split("</section>")[0]
+    assert '<tr class="cut">' in cut and "<del>" in cut  # a kept document with what was cut struck out
+    from winnow.flows.demo import SIGNUP
+    from winnow.storage.fs import resolve
+    from winnow.storage.manifest import read_kept
+
+    kept = read_kept(resolve(str(out)), "paragraph_dedup", ["text"])["text"].to_pylist()
+    assert sum(SIGNUP in t for t in kept) == 1  # the sign-up paragraph planted in many articles: its first stays
     sources = page.split('id="sources"')[1].split("</table>")[0]
     for name, counts in summary["stages"].items():  # per source, the counts add up to the stage's kept
         assert sum(counts["kept_by_source"].values()) == counts["rows_out"], name
