@@ -210,7 +210,8 @@ class ParagraphDedup(GlobalStage):
         return StageResult.of(
             self.name, n, out.filter(pa.array(~drop)), table.take(pa.array(dropped_rows)),
             [reasons[r][0] for r in dropped_rows], [reasons[r][1] for r in dropped_rows],
-            counters={"documents_changed": int((units_removed > 0).sum() - drop.sum())})
+            counters={"documents_changed": int((units_removed > 0).sum() - drop.sum()),
+                      "units_removed": int(units_removed.sum())})
 
     def cut(self, text: str, units: set[int]) -> tuple[str, list[tuple[int, str]]]:
         """`text` without the given units (each with the separator after it, or before it when it is the
