@@ -355,17 +355,19 @@ def write_warc(path: str | Path, records: list[dict], seed: int = 0) -> None:
 
 
 def demo_config(input_dir: str, output_dir: str, tokenizer: str | None = None, langid: bool = False,
-                generator: str | None = None, models: dict | None = None, screening: dict | None = None) -> dict:
+                generator: str | None = None, models: dict | None = None, screening: dict | None = None,
+                paragraphs: bool = False) -> dict:
     """The demo chain; `langid` needs the lid.176 model, tokenize/pack need a tokenizer, rephrase a generator
     LM, the scoring and selection stages the `models` of `demo_models`, and url_filter, decontaminate and
-    pii the files of `write_screening_lists` (`screening`)."""
+    pii the files of `write_screening_lists` (`screening`); `paragraphs` adds paragraph_dedup."""
     stages = [{"name": "ingest"}]
     if screening:
         stages.append({"name": "url_filter", "blocklists": [screening["blocklist"]]})
     if langid:
         stages.append({"name": "langid", "languages": ["en"]})
-    stages += [{"name": "heuristics"}, {"name": "exact_dedup"}, {"name": "dedup"},
-               {"name": "paragraph_dedup", "unit": "line"}]  # (heuristics leave one line per paragraph)
+    stages += [{"name": "heuristics"}, {"name": "exact_dedup"}, {"name": "dedup"}]
+    if paragraphs:  # the sign-up paragraph planted in many articles (heuristics leave one line per paragraph)
+        stages.append({"name": "paragraph_dedup", "unit": "line"})
     if screening:
         stages.append({"name": "decontaminate", "benchmarks": [{"path": screening["benchmark"]}]})
     if models:
@@ -496,6 +498,7 @@ def run_demo(out: str | Path, seed: int = 0, docs_per_shard: int = 250, ray_addr
         "point `model:` at a real instruction-tuned model)")
     prepared = time.perf_counter() - start
     screening = write_screening_lists(out / "input")
-    summary = curate(demo_config(str(out / "input"), str(out), tokenizer, langid, generator, models, screening),
+    summary = curate(demo_config(str(out / "input"), str(out), tokenizer, langid, generator, models, screening,
+                                 paragraphs=True),
                      ray_address=ray_address, restart=True)
     return {**summary, "prepare_seconds": prepared}
