@@ -76,6 +76,7 @@ def removed_lines(doc_text: dict[str, str], spans: dict[str, list[tuple[int, int
 
 
 PLAN_SECONDS: list[float] = []  # winnow's finding phase (map, shuffle, reduce), run in this driver
+MIX_SECONDS: list[float] = []  # Dolma's `dolma mix` applying its spans
 
 
 def run_winnow(paths: list[Path], work: Path) -> tuple[float, int, set[tuple[str, str]]]:
@@ -123,6 +124,21 @@ def run_dolma(dolma: str, work: Path, docs: int, doc_text: dict[str, str]) -> tu
         started = time.perf_counter()
         subprocess.run(command, check=True, capture_output=True, text=True)
         seconds = time.perf_counter() - started
+    # `dolma mix` cuts the spans out of the documents (what winnow's apply phase does), timed apart
+    mix = {"streams": [{"name": "bench", "documents": [str(work / "dolma" / "documents" / "*.jsonl.gz")],
+                        "attributes": ["bench"], "output": {"path": str(work / "dolma" / "mixed"),
+                                                            "max_size_in_bytes": 1 << 30},
+                        "span_replacement": [{"span": "$.attributes.dup_paragraphs", "min_score": 0.5,
+                                              "replacement": ""}]}], "processes": 2}
+    (work / "dolma" / "mix.json").write_text(json.dumps(mix))
+    started = time.perf_counter()
+    subprocess.run([dolma, "-c", str(work / "dolma" / "mix.json"), "mix"], check=True, capture_output=True, text=True)
+    MIX_SECONDS.append(time.perf_counter() - started)
+    mixed = 0
+    for path in (work / "dolma" / "mixed").glob("*.gz"):
+        with gzip.open(path, "rt") as f:
+            mixed += sum(len(json.loads(line)["text"]) for line in f)
+    MIX_SECONDS.append(mixed)  # characters left after mixing (a check that it cut what dedupe found)
     spans: dict[str, list[tuple[int, int]]] = {}
     for path in (work / "dolma" / "attributes" / "bench").glob("*.jsonl.gz"):
         with gzip.open(path, "rt") as f:
@@ -208,6 +224,12 @@ def main() -> None:
         print(f"winnow's time: {PLAN_SECONDS[0]:.1f} s finding the repeats (units split and hashed as the shards "
               f"are read, shuffled, reduced), {base[0] - PLAN_SECONDS[0]:.1f} s cutting them and writing every "
               "document again (Dolma's dedupe only finds: it writes span attributes, and `dolma mix` applies them)")
+        if MIX_SECONDS:
+            dedupe, mix = results["Dolma dedupe (2 processes)"][0], MIX_SECONDS[0]
+            cut = sum(map(len, texts)) - MIX_SECONDS[1]
+            print(f"Dolma's `dolma mix` cutting its spans: {mix:.1f} s ({cut:,} characters cut); dedupe + mix "
+                  f"{dedupe + mix:.1f} s: winnow's whole stage {(dedupe + mix) / base[0]:.2f}x its docs/s; "
+                  f"winnow's finding {dedupe / PLAN_SECONDS[0]:.2f}x dedupe's")
         for name, (seconds, _, removed) in list(results.items())[1:]:
             same_units = Counter(line for _, line in removed) == Counter(line for _, line in base[2])
             print(f"\n{name}: the same lines removed as winnow, counted by text: {same_units} "
