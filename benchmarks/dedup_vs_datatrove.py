@@ -130,10 +130,21 @@ def run_winnow(paths: list[Path], out: Path, cpus: int) -> tuple[set[str], float
     return removed, seconds, rss.peak
 
 
+def datatrove_minhash_config():
+    """datatrove's MinHash with winnow's default banding: 5-grams, 14 buckets x 8 hashes.
+
+    64-bit SHA-1 shingle hashes: datatrove's xxhash default rejects str with xxhash >= 3.5 (it passes
+    the shingle string unencoded), so its SHA-1 option is the one that runs here."""
+    from datatrove.pipeline.dedup import MinhashConfig
+    from datatrove.utils.hashing import HashConfig
+
+    return MinhashConfig(n_grams=5, num_buckets=14, hashes_per_bucket=8,
+                         hash_config=HashConfig(hash_fc="sha1", precision=64))
+
+
 def run_datatrove(paths: list[Path], work: Path, workers: int) -> tuple[set[str], float, int]:
     from datatrove.executor import LocalPipelineExecutor
     from datatrove.pipeline.dedup import (
-        MinhashConfig,
         MinhashDedupBuckets,
         MinhashDedupCluster,
         MinhashDedupFilter,
@@ -141,12 +152,8 @@ def run_datatrove(paths: list[Path], work: Path, workers: int) -> tuple[set[str]
     )
     from datatrove.pipeline.readers import ParquetReader
     from datatrove.pipeline.writers import JsonlWriter
-    from datatrove.utils.hashing import HashConfig
 
-    # 64-bit SHA-1 shingle hashes: datatrove's xxhash default rejects str with xxhash >= 3.5 (it passes
-    # the shingle string unencoded), so its SHA-1 option is the one that runs here.
-    config = MinhashConfig(n_grams=5, num_buckets=14, hashes_per_bucket=8,
-                           hash_config=HashConfig(hash_fc="sha1", precision=64))
+    config = datatrove_minhash_config()
     tasks = len(paths)
 
     def reader():

@@ -36,7 +36,7 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-from dedup_vs_datatrove import PeakRSS, real_texts  # (sibling benchmark modules)
+from dedup_vs_datatrove import PeakRSS, datatrove_minhash_config, real_texts  # (sibling benchmark modules)
 
 from dedup_eval import edit
 
@@ -121,7 +121,6 @@ def _a_cross_run_reject(output: Path) -> str:
 def run_datatrove(days: list[list[tuple[str, str]]], work: Path) -> list[dict]:
     from datatrove.executor import LocalPipelineExecutor
     from datatrove.pipeline.dedup import (
-        MinhashConfig,
         MinhashDedupBuckets,
         MinhashDedupCluster,
         MinhashDedupFilter,
@@ -130,10 +129,8 @@ def run_datatrove(days: list[list[tuple[str, str]]], work: Path) -> list[dict]:
     from datatrove.pipeline.dedup.minhash import MinhashBuildIndex
     from datatrove.pipeline.readers import ParquetReader
     from datatrove.pipeline.writers import JsonlWriter
-    from datatrove.utils.hashing import HashConfig
 
-    config = MinhashConfig(n_grams=5, num_buckets=14, hashes_per_bucket=8,
-                           hash_config=HashConfig(hash_fc="sha1", precision=64))
+    config = datatrove_minhash_config()
     rows = []
     for day, docs in enumerate(days):
         folder, d = work / f"day{day:02d}", work / f"state{day:02d}"

@@ -33,7 +33,17 @@ import pyarrow.compute as pc
 from pydantic import Field
 
 from winnow.schemas.config import Fraction, StageConfig
-from winnow.stages.base import GlobalStage, Mapper, Plan, PlanContext, ShardContext, StageResult, concat, split_by
+from winnow.stages.base import (
+    GlobalStage,
+    Mapper,
+    Plan,
+    PlanContext,
+    ShardContext,
+    StageResult,
+    concat,
+    split_by,
+    sum_figures,
+)
 
 SEPARATORS = {"paragraph": r"\n[ \t\r]*\n", "line": r"\r?\n"}  # a unit ends at a blank line, or a line end
 REMOVALS = pa.schema([("_shard", pa.int32()), ("_row", pa.int64()), ("unit", pa.int32())])
@@ -164,11 +174,7 @@ class ParagraphDedup(GlobalStage):
         n = len(ctx.shards)
         reduced, figures = ctx.exchange("reduce", _reduce_task, parts, n, ctx.put(self), n, ctx.partitions)
         written = [f.pop("index", []) for f in figures]
-        total = {"units_seen": sum(c["units_seen"] for c in counts),
-                 "units_eligible": sum(c["units_eligible"] for c in counts)}
-        for figure in figures:
-            for key, value in figure.items():
-                total[key] = total.get(key, 0) + value
+        total = sum_figures(counts + figures)
         if self.run.index is not None:
             total["index"] = {"namespace": self.namespace, "keys": [k for w in written for k in w], "docs": [],
                               "keyspace": self.config.model_dump(include={"unit", "normalize", "min_chars"})}
