@@ -463,6 +463,19 @@ def main(argv: list[str] | None = None) -> int:
             raise
         console.print(f"[bold red]error:[/] {err}", highlight=False)
         return 2
+    finally:
+        _release_s3()
+
+
+def _release_s3() -> None:
+    """Free every S3 client before the interpreter exits. One still alive in a reference cycle would be
+    destroyed during the interpreter's teardown, after Arrow has shut its S3 support down, and abort the
+    process ("terminate called without an active exception") once the work is done."""
+    import gc
+
+    gc.collect()
+    if "pyarrow.fs" in sys.modules:
+        sys.modules["pyarrow.fs"].ensure_s3_finalized()
 
 
 if __name__ == "__main__":

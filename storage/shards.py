@@ -216,6 +216,16 @@ def publish(tmp: str, loc: Location) -> None:
 
 
 def upload_file(local_path: str, loc: Location) -> None:
-    """Copy a finished local file to a (remote) location as one object."""
-    retry_transient(lambda: pafs.copy_files(local_path, loc.path, source_filesystem=pafs.LocalFileSystem(),
-                                            destination_filesystem=loc.fs))
+    """Copy a finished local file to a (remote) location as one object, and see it there at its size
+    before returning: a shard the ledger records must be readable (a lost upload is uploaded again)."""
+    size = os.path.getsize(local_path)
+
+    def upload() -> None:
+        pafs.copy_files(local_path, loc.path, source_filesystem=pafs.LocalFileSystem(),
+                        destination_filesystem=loc.fs)
+        info = loc.fs.get_file_info(loc.path)
+        if info.type != pafs.FileType.File or info.size != size:
+            found = "nothing" if info.type == pafs.FileType.NotFound else f"{info.size} bytes"
+            raise OSError(f"uploaded {size} bytes to {loc.uri} but the store has {found} there")
+
+    retry_transient(upload)

@@ -2,8 +2,9 @@
 
 Every request is forwarded to the real server unless the proxy's seeded schedule makes it fail
 first: `throttle` of requests get S3's `503 SlowDown` error, `drop` of them have their connection
-closed without an answer. The proxy records every request line, so tests can see multipart
-uploads (`?uploads`, `?partNumber=`) and count injected faults.
+closed without an answer; the next `lose_uploads` multipart uploads are answered as complete but never
+completed (a store that acknowledges a write it then loses). The proxy records every request line, so
+tests can see multipart uploads (`?uploads`, `?partNumber=`) and count injected faults.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ class FaultyS3Proxy:
         self.upstream = (parsed.hostname, parsed.port)
         self.throttle, self.drop = throttle, drop
         self.enabled = True
+        self.lose_uploads = 0
         self.log: list[tuple[str, str, str]] = []  # (method, path, outcome)
         self._rng = random.Random(seed)
         self._lock = threading.Lock()
@@ -42,10 +44,13 @@ class FaultyS3Proxy:
     def count(self, outcome: str) -> int:
         return sum(1 for _, _, o in self.log if o == outcome)
 
-    def _fate(self) -> str:
+    def _fate(self, command: str, path: str) -> str:
         with self._lock:
             if not self.enabled:
                 return "forwarded"
+            if command == "POST" and "uploadId=" in path and self.lose_uploads > 0:
+                self.lose_uploads -= 1
+                return "lost"
             u = self._rng.random()
         return "throttled" if u < self.throttle else "dropped" if u < self.throttle + self.drop else "forwarded"
 
@@ -73,19 +78,21 @@ class FaultyS3Proxy:
 
             def _proxy(self):
                 body = self._body()
-                fate = proxy._fate()
+                fate = proxy._fate(self.command, self.path)
                 with proxy._lock:
                     proxy.log.append((self.command, self.path, fate))
                 if fate == "dropped":
                     self.close_connection = True
                     self.connection.close()
                     return
+                if fate == "lost":
+                    key = self.path.split("?")[0].split("/", 2)[-1]
+                    self._answer(200, b'<?xml version="1.0" encoding="UTF-8"?><CompleteMultipartUploadResult>'
+                                      b"<Key>" + key.encode() + b'</Key><ETag>"lost"</ETag>'
+                                      b"</CompleteMultipartUploadResult>")
+                    return
                 if fate == "throttled":
-                    self.send_response(503)
-                    self.send_header("Content-Type", "application/xml")
-                    self.send_header("Content-Length", str(len(SLOW_DOWN)))
-                    self.end_headers()
-                    self.wfile.write(SLOW_DOWN)
+                    self._answer(503, SLOW_DOWN)
                     return
                 conn = http.client.HTTPConnection(*proxy.upstream, timeout=60)
                 headers = {k: v for k, v in self.headers.items()
@@ -104,6 +111,14 @@ class FaultyS3Proxy:
                 if self.command != "HEAD":
                     self.wfile.write(data)
                 conn.close()
+
+            def _answer(self, status: int, body: bytes) -> None:
+                self.send_response(status)
+                self.send_header("Content-Type", "application/xml")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(body)
 
             do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _proxy
 

@@ -50,6 +50,16 @@ def test_large_objects_upload_in_parts_through_throttling_and_dropped_connection
     assert hashlib.sha256(get(s3_server, "big/tokens.bin")).digest() == hashlib.sha256(data).digest()
 
 
+def test_an_upload_the_store_acknowledges_but_loses_is_uploaded_again(s3_server, tmp_path):
+    local = tmp_path / "part.parquet"
+    local.write_bytes(os.urandom(70_000))
+    with FaultyS3Proxy(s3_server, throttle=0.0, drop=0.0) as proxy:
+        proxy.lose_uploads = 1
+        upload_file(str(local), resolve(f"s3://{BUCKET}/lost/part.parquet", S3Config(endpoint_url=proxy.url)))
+        assert proxy.count("lost") == 1
+    assert get(s3_server, "lost/part.parquet") == local.read_bytes()
+
+
 def test_small_reads_survive_throttling(s3_server):
     """A read smaller than S3's SlowDown error document makes the AWS SDK fail without retrying
     (INTERNAL_FAILURE, "Failed to flush response stream"); winnow's reader retries it."""
