@@ -422,8 +422,10 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_argument("config")
     validate.set_defaults(func=_validate)
 
+    from winnow.evaluate.commands import add_eval_parser
     from winnow.stages import STAGES
 
+    add_eval_parser(sub)
     for stage in STAGES.values():  # what a stage adds (e.g. decontam-report)
         for command in stage.commands():
             added = sub.add_parser(command.name, help=command.help)
@@ -463,20 +465,23 @@ def main(argv: list[str] | None = None) -> int:
             raise
         console.print(f"[bold red]error:[/] {err}", highlight=False)
         return 2
-    finally:
-        _release_s3()
 
 
-def _release_s3() -> None:
-    """Free every S3 client before the interpreter exits. One still alive in a reference cycle would be
-    destroyed during the interpreter's teardown, after Arrow has shut its S3 support down, and abort the
-    process ("terminate called without an active exception") once the work is done."""
+def entry() -> int:
+    """The `winnow` command: `main`, then every S3 client freed and Arrow's S3 support shut down before
+    the interpreter exits. A client still alive in a reference cycle would otherwise be destroyed during
+    the interpreter's teardown, after Arrow's own shutdown, and abort the process ("terminate called
+    without an active exception") once the work is done. (Not in `main`: a process that goes on using S3
+    may call it.)"""
     import gc
 
-    gc.collect()
-    if "pyarrow.fs" in sys.modules:
-        sys.modules["pyarrow.fs"].ensure_s3_finalized()
+    try:
+        return main()
+    finally:
+        gc.collect()
+        if "pyarrow.fs" in sys.modules:
+            sys.modules["pyarrow.fs"].ensure_s3_finalized()
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(entry())

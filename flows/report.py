@@ -67,12 +67,13 @@ def _values(out: Location, stage: str, column: str, max_values: int, rejects: bo
 
 
 def histogram_svg(values: np.ndarray, marks: list[tuple[float, str]], title: str, bins: int = 40,
-                  log_counts: bool = False, integer: bool = False) -> str:
-    """Bars of a histogram with vertical lines at `marks` (value, label)."""
+                  log_counts: bool = False, integer: bool = False, span: tuple[float, float] | None = None) -> str:
+    """Bars of a histogram with vertical lines at `marks` (value, label); `span`: the x range (default:
+    the values' own), so that histograms drawn one above the other line up."""
     w, h, pad = 640, 220, 40
     if len(values) == 0:
         return f'<p class="note">{html.escape(title)}: no values</p>'
-    lo, hi = float(values.min()), float(values.max())
+    lo, hi = span or (float(values.min()), float(values.max()))
     for x, _ in marks:
         lo, hi = min(lo, x), max(hi, x)
     if integer:
@@ -198,8 +199,57 @@ def build_report(output: str | Location, max_values: int = 1_000_000) -> str:
         body.append(_per_source(stages))
         body.append("<h2>Samples</h2>")
         body += [_samples_section(out, name, stages[name]) for name in stages]
-    return (f"<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>winnow report</title>"
+    return html_page("winnow report", body)
+
+
+def html_page(title: str, body: list[str]) -> str:
+    """A self-contained page in the report's style."""
+    return (f"<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{html.escape(title)}</title>"
             f"<style>{CSS}</style></head><body>{''.join(body)}</body></html>")
+
+
+def table_html(header: list[str], rows: list[list], table_id: str = "") -> str:
+    """A table; floats to four significant digits, integers with thousands separators."""
+    def cell(v) -> str:
+        text = f"{v:,}" if isinstance(v, int) else f"{v:.4g}" if isinstance(v, float) else str(v)
+        return f"<td>{html.escape(text)}</td>"
+
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    body = "".join(f"<tr>{''.join(cell(v) for v in row)}</tr>" for row in rows)
+    return f'<table{f" id={chr(34)}{table_id}{chr(34)}" if table_id else ""}><tr>{head}</tr>{body}</table>'
+
+
+def curves_svg(curves: list[tuple[str, np.ndarray, np.ndarray]], title: str, x_label: str, y_label: str,
+               diagonal: bool = False) -> str:
+    """Lines on [0, 1] x [0, 1], one per (name, xs, ys); `diagonal`: the chance line of a ROC curve."""
+    w, h, pad = 420, 360, 44
+    colours = ["#4a78b5", "#c0392b", "#27ae60", "#8e44ad"]
+
+    def at(x: float, y: float) -> str:
+        return f"{pad + x * (w - 2 * pad):.1f},{h - pad - y * (h - 2 * pad):.1f}"
+
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" role="img">',
+           f'<title>{html.escape(title)}</title><text x="{pad}" y="18" font-size="13">{html.escape(title)}</text>',
+           f'<rect x="{pad}" y="{pad}" width="{w - 2 * pad}" height="{h - 2 * pad}" fill="none" stroke="#888"/>',
+           f'<text x="{w / 2}" y="{h - 8}" font-size="12" text-anchor="middle">{html.escape(x_label)}</text>',
+           f'<text x="12" y="{h / 2}" font-size="12" text-anchor="middle" transform="rotate(-90 12 {h / 2})">'
+           f'{html.escape(y_label)}</text>']
+    for v in (0, 0.5, 1):
+        out.append(f'<text x="{pad + v * (w - 2 * pad):.1f}" y="{h - pad + 14}" font-size="11" '
+                   f'text-anchor="middle">{v:g}</text><text x="{pad - 4}" y="{h - pad - v * (h - 2 * pad) + 4:.1f}" '
+                   f'font-size="11" text-anchor="end">{v:g}</text>')
+    if diagonal:
+        out.append(f'<polyline points="{at(0, 0)} {at(1, 1)}" fill="none" stroke="#bbb" stroke-dasharray="4 3"/>')
+    for i, (name, xs, ys) in enumerate(curves):
+        step = max(len(xs) // 400, 1)  # a few hundred points draw the curve
+        points = " ".join(at(x, y) for x, y in zip(xs[::step], ys[::step], strict=True))
+        colour = colours[i % len(colours)]
+        out.append(f'<polyline points="{points} {at(xs[-1], ys[-1])}" fill="none" stroke="{colour}" '
+                   f'stroke-width="2"><title>{html.escape(name)}</title></polyline>'
+                   f'<text x="{w - pad - 4}" y="{pad + 16 + 14 * i}" font-size="12" text-anchor="end" '
+                   f'fill="{colour}">{html.escape(name)}</text>')
+    out.append("</svg>")
+    return "".join(out)
 
 
 def over_removal(out: Location, stages: dict[str, dict], configs: dict[str, dict], clusters: int = 5,

@@ -12,7 +12,8 @@ from collections.abc import Iterator
 
 import ray
 
-SUBPACKAGES = ("schemas", "storage", "stages", "runtime", "scorers", "gpu", "flows")  # pyproject's package-dir map
+# pyproject's package-dir map
+SUBPACKAGES = ("schemas", "storage", "stages", "runtime", "scorers", "gpu", "flows", "evaluate")
 
 
 @contextlib.contextmanager

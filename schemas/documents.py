@@ -32,6 +32,14 @@ REJECT_COLUMNS = [
 ]
 
 
+def documents_table(texts: list[str], ids: list[str] | None = None, source: str = "eval") -> pa.Table:
+    """Texts as a document table (ids d0, d1, ... unless given): for scoring or matching text that is
+    not read from a run's input."""
+    n = len(texts)
+    return pa.table({"id": ids or [f"d{i}" for i in range(n)], "text": texts, "source": [source] * n,
+                     "url": [None] * n, "meta": [None] * n}, schema=DOCUMENT_SCHEMA)
+
+
 class SchemaError(ValueError):
     """A table does not match the document contract."""
 

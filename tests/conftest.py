@@ -125,11 +125,9 @@ def documents(texts: list[str], ids: list[str] | None = None, **float_columns):
     """A document table (the contract's schema) for `texts`, plus optional float annotation columns."""
     import pyarrow as pa
 
-    from winnow.schemas.documents import DOCUMENT_SCHEMA
+    from winnow.schemas.documents import documents_table
 
-    n = len(texts)
-    table = pa.table({"id": ids or [f"d{i}" for i in range(n)], "text": texts, "source": ["test"] * n,
-                      "url": [None] * n, "meta": [None] * n}, schema=DOCUMENT_SCHEMA)
+    table = documents_table(texts, ids, source="test")
     for name, values in float_columns.items():
         table = table.append_column(name, pa.array(values, pa.float64()))
     return table
