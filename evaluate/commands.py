@@ -63,7 +63,7 @@ def _scorer(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     from winnow.evaluate.common import read_labels
-    from winnow.evaluate.run import STAGE_HEADER, evaluate_run, stage_rows
+    from winnow.evaluate.run import STAGE_HEADER, evaluate_run, reason_lines, stage_rows
     from winnow.storage.fs import resolve
 
     ids, positive = read_labels(args.labels, None, args.label_field, id_field=args.id_field, positive=args.positive)
@@ -71,6 +71,8 @@ def _run(args: argparse.Namespace) -> int:
     console.print(f"{result['output']}: {result['found']:,} of {result['labelled']:,} labelled documents found in "
                   f"the run ({result['not_found']:,} not seen by any stage)", highlight=False)
     print_table("labelled documents through the stages", STAGE_HEADER, stage_rows(result))
+    for line in reason_lines(result):
+        console.print(line, highlight=False)
     f = result["final"]
     console.print(f"output: {f['kept']:,} labelled documents kept ({f['positives_kept']:,} positive): precision "
                   f"{f['precision']:.3f} (positives among those found: {f['base_rate']:.3f}), recall "

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pyarrow as pa
@@ -78,13 +78,22 @@ def proportion_interval(k: int, n: int, level: float = 0.95) -> tuple[float, flo
 
 @dataclass
 class ReadCounter:
-    """Compressed bytes of the column chunks read, against the files' total size."""
+    """Compressed bytes of the column chunks read, and the size of the files they came from (each once)."""
 
     read: int = 0
-    total: int = 0
+    files: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def total(self) -> int:
+        return sum(self.files.values())
 
     def describe(self) -> str:
-        return f"read {self.read / 1e6:,.1f} MB of the {self.total / 1e6:,.1f} MB in the files it looked at"
+        return (f"read {_size(self.read)} of column chunks (compressed) from {len(self.files):,} files holding "
+                f"{_size(self.total)}")
+
+
+def _size(n: int) -> str:
+    return f"{n / 1e6:,.1f} MB" if n >= 1e6 else f"{n / 1e3:,.1f} kB"
 
 
 def row_groups(loc: Location, columns: list[str], counter: ReadCounter | None = None,
@@ -99,8 +108,8 @@ def row_groups(loc: Location, columns: list[str], counter: ReadCounter | None = 
         extra = [c for c in more or [] if c in names and c not in wanted]
         if counter is not None:
             meta = pf.metadata
-            counter.total += sum(meta.row_group(g).column(i).total_compressed_size
-                                 for g in range(meta.num_row_groups) for i in range(meta.num_columns))
+            counter.files[loc.uri] = sum(meta.row_group(g).column(i).total_compressed_size
+                                         for g in range(meta.num_row_groups) for i in range(meta.num_columns))
         for g in range(pf.num_row_groups):
             table = pf.read_row_group(g, columns=wanted)
             _count(pf, g, wanted, counter)

@@ -10,7 +10,8 @@ Forms (an item of w words; found when at least `min_matches` of its n-grams surv
 - verbatim: always, when w >= n + min_matches - 1;
 - recased: words upper-, lower- or title-cased, punctuation swapped and added between words: always
   (matching lower-cases and splits at anything that is not a letter or digit);
-- every_kth: every k-th word replaced: found only when k - 1 >= n (a run of n unchanged words);
+- every_kth: every k-th whitespace-separated token replaced: found only when the k - 1 tokens left
+  between two changes hold n words (k - 1 >= n, or tokens of several words: 10-year-old, 3*4=12);
 - short_lines: cut into lines of a few words: always (a line break separates words like a space);
 - first_half / second_half: half the item's words: found when the half has n + min_matches - 1 words;
 - embedded: verbatim inside a long document (20,000+ characters): as verbatim.

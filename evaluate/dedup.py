@@ -91,6 +91,8 @@ def _sample_rows(files: list[Location], n: int, columns: list[str], rng: np.rand
     for i, groups in where.items():
         with files[i].open_read() as f:
             pf = pq.ParquetFile(f)
+            counter.files[files[i].uri] = sum(pf.metadata.row_group(g).column(c).total_compressed_size
+                                              for g in range(pf.num_row_groups) for c in range(pf.metadata.num_columns))
             for g, rows in groups.items():
                 tables.append(pf.read_row_group(g, columns=columns).take(rows))
                 meta = pf.metadata.row_group(g)

@@ -115,14 +115,18 @@ def _dropped_positives(out: Location, stage: str, ids: list[str]) -> list[Sample
 
 
 def stage_rows(result: dict) -> list[tuple]:
-    """The per-stage table: positives and negatives in, kept, dropped, and the top reasons for positives."""
-    def top(reasons: dict[str, int]) -> str:
-        return ", ".join(f"{r} {n:,}" for r, n in sorted(reasons.items(), key=lambda kv: -kv[1])[:3]) or "-"
-
+    """The per-stage table: positives and negatives in, kept and dropped."""
     return [(t.stage, t.positives_in, t.positives_kept, sum(t.positives_dropped.values()), t.negatives_in,
-             t.negatives_kept, sum(t.negatives_dropped.values()), top(t.positives_dropped), top(t.negatives_dropped))
-            for t in result["stages"]]
+             t.negatives_kept, sum(t.negatives_dropped.values())) for t in result["stages"]]
 
 
-STAGE_HEADER = ["stage", "positives in", "kept", "dropped", "negatives in", "kept", "dropped",
-                "positives dropped by reason", "negatives dropped by reason"]
+def reason_lines(result: dict, top: int = 3) -> list[str]:
+    """Per stage that dropped labelled documents, its top reasons for positives and for negatives."""
+    def most(reasons: dict[str, int]) -> str:
+        return ", ".join(f"{r} {n:,}" for r, n in sorted(reasons.items(), key=lambda kv: -kv[1])[:top]) or "-"
+
+    return [f"{t.stage}: positives dropped by {most(t.positives_dropped)}; negatives by {most(t.negatives_dropped)}"
+            for t in result["stages"] if t.positives_dropped or t.negatives_dropped]
+
+
+STAGE_HEADER = ["stage", "positives in", "kept", "dropped", "negatives in", "kept", "dropped"]
