@@ -239,7 +239,7 @@ def main() -> None:
         input_bytes = write_corpus(work / "corpus", ids, texts, args.shards)
         print(f"{len(texts):,} documents ({sum(i.startswith('orig') for i in ids):,} real web documents + edited "
               f"copies) in {args.shards} jsonl.gz shards, {input_bytes / 2**20:,.1f} MiB; {args.workers} workers\n")
-        ray.init(num_cpus=args.workers, include_dashboard=False, log_to_driver=False)
+        ray.init(address="local", num_cpus=args.workers, include_dashboard=False, log_to_driver=False)
         # warm up outside the timings: Prefect's local API starts on the first flow run, Ray's workers on
         # the first tasks
         warm = write_corpus(work / "warm", ids[:200], texts[:200], args.workers) and work / "warm"

@@ -114,7 +114,7 @@ def _dedup(args: argparse.Namespace) -> int:
         console.print(f"  missed: {a} ~ {b} (Jaccard {j:.2f})", highlight=False)
     print_table("per source", ["source", "in", "removed", "share removed"], r["sources"]["rows"])
     for c in r["sources"]["clusters"]:
-        console.print(f"cluster of {c['survivor']}: {c['removed']:,} removed", highlight=False)
+        console.print(f"cluster of {c['size']:,} kept as {c['survivor']}:", highlight=False)
         for doc_id, source, text in c["members"]:
             console.print(f"  {doc_id} ({source}) {text}", highlight=False, markup=False)
     console.print(r["read"].describe(), highlight=False)

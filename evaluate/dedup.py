@@ -10,15 +10,19 @@ from the run's config).
   document it kept (streamed, batch by batch): the kept pairs at or above `threshold` it should have
   merged. Their number over the whole output is estimated as N x mean(per-document count) / 2, with a
   bootstrap 95% interval.
-- Per source: documents in, removed and the share removed (from the manifests), and the largest
-  clusters (from the `dup_cluster` column of its rejects).
+- Per source: documents in (from the manifests), removed (the `source` column of its rejects) and the
+  share removed; the largest clusters (the kept documents with the largest `dup_cluster_size`), with
+  a few removed members each.
 
-Reads: the sampled rows' text, the survivors' text, the `id`/`source`/`dup_cluster` columns of the
-rejects, and (for missed pairs) the text of every kept document once, never all at once.
+Reads: the row groups holding the sampled rows, the survivors' text, the `source` and `dup_cluster`
+columns of the rejects, the `id` and `dup_cluster_size` columns of the kept documents, and (for
+missed pairs) the text of every kept document once, a row group at a time; it holds the samples and
+a few counters, never the output.
 """
 
 from __future__ import annotations
 
+import heapq
 import json
 import math
 
@@ -146,7 +150,7 @@ def evaluate_dedup(out: Location, stage: str = "dedup", sample: int = 200, misse
     missed = _missed_pairs(kept, picked, n_kept, sets, threshold, batch_size, seed, counter)
 
     return {"output": out.uri, "stage": stage, "threshold": threshold, "config": config.keyspace(),
-            "precision": precision, "missed": missed, "sources": _per_source(out, stage, rejects, counter),
+            "precision": precision, "missed": missed, "sources": _per_source(out, stage, rejects, kept, counter),
             "read": counter}
 
 
@@ -209,31 +213,36 @@ def _similar(batch: list[np.ndarray], flat: np.ndarray, owner: np.ndarray, sizes
     return [(int(doc[k]), int(sample[k]), float(j[k])) for k in close]
 
 
-def _per_source(out: Location, stage: str, rejects: list[Location], counter: ReadCounter,
+def _per_source(out: Location, stage: str, rejects: list[Location], kept: list[Location], counter: ReadCounter,
                 clusters: int = 5, members: int = 3) -> dict:
-    """Per source: in, removed, share removed; and the largest clusters, with a few removed members."""
-    manifest = json.loads(out.join(stage, MANIFEST).read_bytes())
+    """Per source: in, removed, share removed; and the largest clusters (the kept documents with the largest
+    `dup_cluster_size`, kept to a heap of `clusters`), with a few removed members each."""
     run = json.loads(out.join(RUN_SUMMARY).read_bytes())
     names = list(run["stages"])
     before = run["stages"][names[names.index(stage) - 1]].get("kept_by_source") if names.index(stage) else None
-    kept_by_source = manifest.get("kept_by_source") or {}
+    kept_by_source = json.loads(out.join(stage, MANIFEST).read_bytes()).get("kept_by_source") or {}
     removed_by: dict[str, int] = {}
-    cluster_sizes: dict[str, int] = {}
     for loc in rejects:
-        for table in row_groups(loc, ["source", "dup_cluster"], counter):
-            for source, cluster in zip(table.column("source").to_pylist(), table.column("dup_cluster").to_pylist(),
-                                       strict=True):
-                removed_by[source] = removed_by.get(source, 0) + 1
-                cluster_sizes[cluster] = cluster_sizes.get(cluster, 0) + 1
-    sources = sorted(set(kept_by_source) | set(removed_by))
+        for table in row_groups(loc, ["source"], counter):
+            for item in pc.value_counts(table.column("source")).to_pylist():
+                removed_by[item["values"]] = removed_by.get(item["values"], 0) + item["counts"]
     rows = []
-    for source in sources:
+    for source in sorted(set(kept_by_source) | set(removed_by)):
         removed = removed_by.get(source, 0)
         seen = (before or {}).get(source, kept_by_source.get(source, 0) + removed)
         rows.append((source, seen, removed, removed / seen if seen else math.nan))
-    largest = sorted(cluster_sizes.items(), key=lambda kv: (-kv[1], kv[0]))[:clusters]
-    wanted = pa.array([c for c, _ in largest], pa.string())
-    shown: dict[str, list[tuple[str, str, str]]] = {c: [] for c, _ in largest}
+    largest: list[tuple[int, str]] = []
+    for loc in kept:
+        for table in row_groups(loc, ["id", "dup_cluster_size"], counter):
+            for doc_id, size in zip(table.column("id").to_pylist(), table.column("dup_cluster_size").to_pylist(),
+                                    strict=True):
+                if size and size > 1:
+                    heapq.heappush(largest, (size, doc_id))
+                    if len(largest) > clusters:
+                        heapq.heappop(largest)
+    largest.sort(key=lambda c: (-c[0], c[1]))
+    wanted = pa.array([doc_id for _, doc_id in largest], pa.string())
+    shown: dict[str, list[tuple[str, str, str]]] = {doc_id: [] for _, doc_id in largest}
     for loc in rejects:
         for table in row_groups(loc, ["dup_cluster"], counter, more=["id", "source", "text"],
                                 keep=lambda t: pc.is_in(t.column("dup_cluster"), value_set=wanted)):
@@ -241,4 +250,4 @@ def _per_source(out: Location, stage: str, rejects: list[Location], counter: Rea
                 if len(shown[row["dup_cluster"]]) < members:
                     shown[row["dup_cluster"]].append((row["id"], row["source"], snippet(row["text"], 120)))
     return {"rows": sorted(rows, key=lambda r: -(0 if math.isnan(r[3]) else r[3])),
-            "clusters": [{"survivor": c, "removed": n, "members": shown[c]} for c, n in largest]}
+            "clusters": [{"survivor": doc_id, "size": size, "members": shown[doc_id]} for size, doc_id in largest]}

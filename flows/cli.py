@@ -1,5 +1,5 @@
-"""The `winnow` command line: run, demo, validate, report, inspect, deploy, serve, train, and the commands
-stages add (`Stage.commands`, e.g. decontam-report)."""
+"""The `winnow` command line: run, demo, validate, report, inspect, eval, index, deploy, serve, train, and the
+commands stages add (`Stage.commands`, e.g. decontam-report)."""
 
 from __future__ import annotations
 

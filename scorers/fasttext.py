@@ -81,9 +81,8 @@ def train(texts: list[str], labels: list[str], out: str | Path, params: FastText
     card = {"model": out.name, "labels": classes, "positive_label": positive, "params": params.__dict__,
             "train_examples": len(train_idx), "heldout_examples": n_test, "train_data_sha256": data_sha256,
             "label_counts": {c: labels.count(c) for c in classes}}
-    if n_test:
-        scorer = FastTextScorer(out, positive)
-        scores = scorer.predict([texts[i] for i in test])
+    if n_test:  # the model in memory, not read back from the file just written
+        scores = FastTextScorer(out, positive, model=model).predict([texts[i] for i in test])
         card["heldout"] = heldout_metrics(np.array([labels[i] == positive for i in test]), scores)
     Path(f"{out}.json").write_text(json.dumps(card, indent=2))
     return card
@@ -107,9 +106,9 @@ class FastTextScorer:
     """Probabilities of labels for batches of texts. `positive` (the label `predict` returns) is the
     given one, else the model card's; without either, only `predict_all` and explicit labels work."""
 
-    def __init__(self, path: str | Path, positive: str | None = None):
+    def __init__(self, path: str | Path, positive: str | None = None, model=None):
         self.path = str(path)
-        self.model = load_model(self.path)
+        self.model = model if model is not None else load_model(self.path)
         self.labels = [label.removeprefix(LABEL_PREFIX) for label in self.model.labels]
         card = card_path(path)
         self.positive = positive or (json.loads(card.read_text())["positive_label"] if card.exists() else None)

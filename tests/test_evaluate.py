@@ -209,7 +209,10 @@ def test_eval_dedup_precision_interval_holds_the_true_precision(dedup_run):
         assert j == pytest.approx(_jaccard(sets[a], sets[b]))
     sources = {row[0]: row for row in r["sources"]["rows"]}
     assert sources[next(iter(sources))][2] == len(removed)  # one source: everything removed is from it
-    assert r["sources"]["clusters"][0]["removed"] >= 1
+    sizes = [size for part in sorted((out / "dedup").glob("part-*.parquet"))
+             for size in pq.read_table(part, columns=["dup_cluster_size"])["dup_cluster_size"].to_pylist()]
+    assert [c["size"] for c in r["sources"]["clusters"]] == sorted(sizes, reverse=True)[:5]
+    assert all(survivor[m[0]] == c["survivor"] for c in r["sources"]["clusters"] for m in c["members"])
 
 
 def test_eval_dedup_counts_missed_pairs_like_brute_force(tmp_path):

