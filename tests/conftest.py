@@ -77,7 +77,7 @@ def mission_demo(tmp_path_factory, ray_local, prefect_api):
     from winnow.flows.demo import run_demo
 
     out = tmp_path_factory.mktemp("demo") / "out"
-    return run_demo(out, seed=2, docs_per_shard=150, log=lambda line: None), out
+    return run_demo(out, seed=2, docs_per_shard=100, log=lambda line: None), out
 
 
 def free_port() -> int:

@@ -178,7 +178,7 @@ def test_winnow_run_with_input_and_output_on_s3_survives_a_faulty_store(s3_serve
     for path in paths:
         s3.upload_file(str(path), BUCKET, f"input/{path.name}")
     tokenizer = demo_tokenizer(tmp_path / "bpe", seed=3)
-    with FaultyS3Proxy(s3_server, throttle=0.08, drop=0.02, seed=2) as proxy:
+    with FaultyS3Proxy(s3_server, throttle=0.05, drop=0.02, seed=2) as proxy:
         config = tmp_path / "run.yaml"
         config.write_text(yaml.safe_dump({
             "input": {"uri": f"s3://{BUCKET}/input", "glob": "crawl-*"},

@@ -90,8 +90,8 @@ def test_repeated_training_is_stable(tmp_path):
     texts = [" ".join(rng.choice("abcdefgh") * 3 for _ in range(12)) for _ in range(200)]
     labels = ["x" if "aaa" in t else "y" for t in texts]
     for i in range(5):  # fastText could hit NaN on few threads; wordNgrams=2 keeps buckets in use
-        card = train(texts, labels, tmp_path / f"m{i}.bin", FastTextParams(epoch=2, thread=2), positive="x",
-                     holdout=0.2)
+        card = train(texts, labels, tmp_path / f"m{i}.bin", FastTextParams(epoch=2, thread=2, bucket=200_000),
+                     positive="x", holdout=0.2)
         assert not np.isnan(card["heldout"]["roc_auc"])
 
 

@@ -37,9 +37,9 @@ def test_color_filter_selects_target_like_passages_above_base_rate(tmp_path):
 
     tokenizer = train_bpe(web + target, 2000, tmp_path / "bpe")
     prior = tmp_path / "prior"
-    train_lm(web, prior, tokenizer=tokenizer, epochs=1.0, seq_len=64, batch_size=16, seed=0)
+    train_lm(web[:400], prior, tokenizer=tokenizer, epochs=1.0, seq_len=64, batch_size=16, seed=0)
     conditional = tmp_path / "conditional"
-    train_lm(target, conditional, init=prior, epochs=1.0, seq_len=64, batch_size=16, seed=0)  # lr 1e-3: the default
+    train_lm(target[:400], conditional, init=prior, epochs=1.0, seq_len=64, batch_size=16, seed=0)  # lr 1e-3
 
     pool = held_out_web + held_out_target
     ids = [f"web-{i}" for i in range(len(held_out_web))] + [f"target-{i}" for i in range(len(held_out_target))]

@@ -2,8 +2,6 @@
 
 import json
 import random
-import subprocess
-import sys
 
 import numpy as np
 import pyarrow as pa
@@ -85,11 +83,13 @@ def word_level_tokenizer(path, vocab_size: int) -> list[str]:
     return words
 
 
-@pytest.mark.usefixtures("session_prefect_api")
+@pytest.mark.usefixtures("ray_local", "prefect_api")
 def test_vocabularies_over_65536_tokens_reach_megatron_files(tmp_path):
-    """Item 1 of issue 13: a Llama-3-sized vocabulary (128,256 ids) through `winnow run` (tokenize + pack)
-    writes int32 token ids that megatron-core's IndexedDataset reads back document for document."""
+    """Item 1 of issue 13: a Llama-3-sized vocabulary (128,256 ids) through a run (tokenize + pack) writes
+    int32 token ids that megatron-core's IndexedDataset reads back document for document."""
     from megatron.core.datasets.indexed_dataset import DType, IndexedDataset
+
+    from winnow.flows.curate import curate
 
     vocab = 128_256
     word_level_tokenizer(tmp_path / "tok", vocab)
@@ -103,10 +103,7 @@ def test_vocabularies_over_65536_tokens_reach_megatron_files(tmp_path):
               "runtime": {"num_cpus": 1, "progress": False},
               "stages": [{"name": "ingest"}, {"name": "tokenize", "tokenizer": str(tmp_path / "tok")},
                          {"name": "pack", "seq_len": 64}]}
-    (tmp_path / "run.yaml").write_text(json.dumps(config))
-    result = subprocess.run([sys.executable, "-m", "winnow.flows.cli", "run", str(tmp_path / "run.yaml")],
-                            capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stdout + result.stderr
+    curate(config)
 
     tokens = pq.read_table(tmp_path / "out" / "tokenize")
     assert tokens.schema.field("input_ids").type.value_type == pa.int32()
