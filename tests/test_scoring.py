@@ -295,7 +295,7 @@ def test_minilm_fine_tuned_by_winnow_against_fasttext_on_the_same_split(tmp_path
                 "--label-map", "0=toxic,1=toxic,2=clean", "--positive", "toxic"]
     common = [*data, "--holdout", "0.4", "--seed", "0"]
     fast = train_cli(target, tmp_path / "fasttext.bin", *common)
-    minilm = train_cli(target, tmp_path / "minilm", *common, "--kind", "transformer", "--epochs", "2",
+    minilm = train_cli(target, tmp_path / "minilm", *common, "--kind", "transformer", "--epochs", "1", "--lr", "2e-4",
                        "--max-length", "64")
     assert minilm["heldout_examples"] == fast["heldout_examples"] > 100
     assert minilm["train_data_sha256"] and minilm["base_model"].endswith("model")

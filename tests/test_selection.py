@@ -105,7 +105,7 @@ def test_preselect_trains_from_model_losses_and_keeps_a_character_share(tmp_path
     for k, epochs in enumerate([0.05, 0.2, 0.8]):  # more training, better "benchmark" score
         models.append(str(tmp_path / f"lm{k}"))
         train_lm(web[:600], models[-1], tokenizer=tokenizer, epochs=epochs, seq_len=64, seed=0)
-    corpus = web[600:]
+    corpus = web[600:900]
     card = train_preselect(corpus, models, [0.1, 0.2, 0.3], tmp_path / "preselect.bin")
     print(f"\npreselect: {card['preselect']}")
     assert card["preselect"]["positives"] > 20, card["preselect"]
