@@ -1,5 +1,5 @@
 """`winnow eval scorer|run|dedup|decontam`: the command line of the measurements (tables on the
-terminal; `--html` pages drawn like the run report)."""
+terminal; `eval scorer --html` also writes a page drawn like the run report)."""
 
 from __future__ import annotations
 
