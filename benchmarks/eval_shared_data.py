@@ -28,6 +28,8 @@ from pathlib import Path
 
 import yaml
 
+from support import edited
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -54,13 +56,6 @@ def civil_comments(data: Path, out: Path) -> Path:
     with open(out, "w") as f:
         f.writelines(json.dumps(r) + "\n" for r in rows)
     return out
-
-
-def edited(text: str, rng: random.Random, share: float) -> str:
-    words = text.split()
-    for i in rng.sample(range(len(words)), max(1, int(len(words) * share))):
-        words[i] = rng.choice(["alpha", "bravo", "delta", "echo", "kilo", "lima"])
-    return " ".join(words)
 
 
 def reference_passages(data: Path, n: int, rng: random.Random) -> list[str]:

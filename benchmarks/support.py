@@ -1,8 +1,10 @@
-"""Helpers the tests and the benchmarks share (not part of winnow): a stage run on its own, and a
-tiny transformer classifier built without a hub. The tests put this folder on `sys.path`."""
+"""Helpers the tests and the benchmarks share (not part of winnow): a stage run on its own, a tiny
+transformer classifier built without a hub, and near copies of a text. The tests put this folder on
+`sys.path`."""
 
 from __future__ import annotations
 
+import random
 from pathlib import Path
 
 from winnow.runtime import RuntimeOptions, Shard, Step, run_segment
@@ -16,6 +18,14 @@ def run_stage(stage: Stage, shards: list[Shard], stage_dir: Location, config_has
     """Run (or resume, or skip) one stage as a segment of its own; its manifest and whether it was skipped."""
     result = run_segment([Step(stage, stage_dir, config_hash)], shards, options)
     return result.manifests[0], result.skipped
+
+
+def edited(text: str, rng: random.Random, share: float) -> str:
+    """A near copy of `text`: `share` of its words (at least one) replaced by one of six filler words."""
+    words = text.split()
+    for i in rng.sample(range(len(words)), max(1, int(len(words) * share))):
+        words[i] = rng.choice(["alpha", "bravo", "delta", "echo", "kilo", "lima"])
+    return " ".join(words)
 
 
 def make_tiny_classifier(path: str | Path, texts: list[str], num_labels: int = 2, vocab_size: int = 2000,

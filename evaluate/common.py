@@ -1,18 +1,12 @@
-"""What the `winnow eval` commands share: reading the user's labels, intervals, and reading a run's
-Parquet files a few columns and row groups at a time (counting the bytes read)."""
+"""What the `winnow eval` commands share: reading the user's labels, and intervals. (A run's files are
+read with `winnow.flows.inspect.row_groups`, a few columns and row groups at a time.)"""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.parquet as pq
-
-from winnow.storage.fs import Location
 
 TRUE_LABELS = ("1", "true", "yes", "positive")
 
@@ -74,60 +68,3 @@ def proportion_interval(k: int, n: int, level: float = 0.95) -> tuple[float, flo
 
     ci = binomtest(k, n).proportion_ci(confidence_level=level, method="wilson")
     return float(ci.low), float(ci.high)
-
-
-@dataclass
-class ReadCounter:
-    """Compressed bytes of the column chunks read, and the size of the files they came from (each once)."""
-
-    read: int = 0
-    files: dict[str, int] = field(default_factory=dict)
-
-    @property
-    def total(self) -> int:
-        return sum(self.files.values())
-
-    def describe(self) -> str:
-        return (f"read {_size(self.read)} of column chunks (compressed) from {len(self.files):,} files holding "
-                f"{_size(self.total)}")
-
-
-def _size(n: int) -> str:
-    return f"{n / 1e6:,.1f} MB" if n >= 1e6 else f"{n / 1e3:,.1f} kB"
-
-
-def row_groups(loc: Location, columns: list[str], counter: ReadCounter | None = None,
-               keep: Callable[[pa.Table], pa.Array] | None = None,
-               more: list[str] | None = None) -> Iterator[pa.Table]:
-    """A Parquet file row group by row group: `columns` (those it has), and when `keep(table)` selects
-    rows, those rows with `more` columns too (read only for row groups holding a selected row)."""
-    with loc.open_read() as f:
-        pf = pq.ParquetFile(f)
-        names = set(pf.schema_arrow.names)
-        wanted = [c for c in columns if c in names]
-        extra = [c for c in more or [] if c in names and c not in wanted]
-        if counter is not None:
-            meta = pf.metadata
-            counter.files[loc.uri] = sum(meta.row_group(g).column(i).total_compressed_size
-                                         for g in range(meta.num_row_groups) for i in range(meta.num_columns))
-        for g in range(pf.num_row_groups):
-            table = pf.read_row_group(g, columns=wanted)
-            _count(pf, g, wanted, counter)
-            if keep is not None:
-                mask = keep(table)
-                if not pc.any(mask).as_py():
-                    continue
-                if extra:
-                    table = pf.read_row_group(g, columns=wanted + extra)
-                    _count(pf, g, extra, counter)
-                table = table.filter(mask)
-            yield table
-
-
-def _count(pf: pq.ParquetFile, group: int, columns: list[str], counter: ReadCounter | None) -> None:
-    if counter is None:
-        return
-    meta = pf.metadata.row_group(group)
-    for i in range(meta.num_columns):
-        if meta.column(i).path_in_schema.split(".")[0] in columns:
-            counter.read += meta.column(i).total_compressed_size

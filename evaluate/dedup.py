@@ -31,8 +31,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from winnow.evaluate.common import ReadCounter, bootstrap_interval, proportion_interval, row_groups
-from winnow.flows.inspect import rejects_files, snippet
+from winnow.evaluate.common import bootstrap_interval, proportion_interval
+from winnow.flows.inspect import ReadCounter, compressed_size, rejects_files, row_groups, snippet
 from winnow.stages.dedup import DedupConfig, Shingler
 from winnow.storage.fs import Location
 from winnow.storage.manifest import MANIFEST, RUN_SUMMARY, kept_files
@@ -95,8 +95,7 @@ def _sample_rows(files: list[Location], n: int, columns: list[str], rng: np.rand
     for i, groups in where.items():
         with files[i].open_read() as f:
             pf = pq.ParquetFile(f)
-            counter.files[files[i].uri] = sum(pf.metadata.row_group(g).column(c).total_compressed_size
-                                              for g in range(pf.num_row_groups) for c in range(pf.metadata.num_columns))
+            counter.files[files[i].uri] = compressed_size(pf.metadata)
             for g, rows in groups.items():
                 tables.append(pf.read_row_group(g, columns=columns).take(rows))
                 meta = pf.metadata.row_group(g)

@@ -15,8 +15,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from winnow.evaluate.common import ReadCounter, row_groups
-from winnow.flows.inspect import Sample, rejects_files, run_stages, snippet
+from winnow.flows.inspect import ReadCounter, Sample, as_samples, rejects_files, row_groups, run_stages
 from winnow.storage.fs import Location
 from winnow.storage.manifest import kept_files
 
@@ -57,7 +56,7 @@ def evaluate_run(out: Location, ids: list[str], positive: np.ndarray, samples: i
     for stage in stages:
         tally = StageTally(stage)
         for loc in rejects_files(out, stage):
-            for table in row_groups(loc, ["id", "reject_reason"], counter, keep=labelled):
+            for table in row_groups(loc, ["id", "reject_reason"], counter, keep=labelled, more=[]):
                 for doc_id, reason in zip(base_ids(table.column("id")).to_pylist(),
                                           table.column("reject_reason").to_pylist(), strict=True):
                     if doc_id in dropped_at:
@@ -68,7 +67,7 @@ def evaluate_run(out: Location, ids: list[str], positive: np.ndarray, samples: i
         tallies.append(tally)
     final = set()
     for loc in kept_files(out, stages[-1]) if stages else []:
-        for table in row_groups(loc, ["id"], counter, keep=labelled):
+        for table in row_groups(loc, ["id"], counter, keep=labelled, more=[]):
             final.update(base_ids(table.column("id")).to_pylist())
     final -= set(dropped_at)
     seen = final | set(dropped_at)
@@ -100,15 +99,12 @@ def base_ids(ids: pa.ChunkedArray | pa.Array) -> pa.ChunkedArray | pa.Array:
 
 
 def _dropped_positives(out: Location, stage: str, ids: list[str]) -> list[Sample]:
-    """The rows of `ids` in the stage's rejects, with their reason and detail."""
+    """The rows of `ids` in the stage's rejects, as samples (reason, detail, snippet, annotations)."""
     value_set = pa.array(ids, pa.string())
     found: list[Sample] = []
     for loc in rejects_files(out, stage):
-        for table in row_groups(loc, ["id"], keep=lambda t: pc.is_in(base_ids(t.column("id")), value_set=value_set),
-                                more=["text", "source", "reject_reason", "reject_detail"]):
-            for row in table.to_pylist():
-                found.append(Sample(stage, row["id"], row.get("source") or "", snippet(row.get("text")),
-                                    row.get("reject_reason"), row.get("reject_detail")))
+        for table in row_groups(loc, ["id"], keep=lambda t: pc.is_in(base_ids(t.column("id")), value_set=value_set)):
+            found += as_samples(stage, table)
         if len(found) >= len(ids):
             break
     return found[: len(ids)]

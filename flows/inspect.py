@@ -8,7 +8,7 @@ large run reads ids and the few rows shown, not the corpus.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import pyarrow as pa
@@ -62,22 +62,76 @@ def rejects_files(out: Location, stage: str) -> list[Location]:
 def _read(loc: Location, column: str | None = None, value: str | None = None, limit: int | None = None) -> pa.Table:
     """Rows of one Parquet file (those whose `column` equals `value`, when given; at most about `limit`):
     the column alone is read first, the other columns only of row groups holding a match."""
+    keep = (lambda t: pc.equal(t.column(column), value)) if column is not None else None
+    tables, n = [], 0
+    for table in row_groups(loc, [column] if column is not None else None, keep=keep):
+        tables.append(table)
+        n += table.num_rows
+        if limit is not None and n >= limit:
+            break
+    return pa.concat_tables(tables, promote_options="permissive") if tables else pa.table({})
+
+
+@dataclass
+class ReadCounter:
+    """Compressed bytes of the column chunks read, and the size of the files they came from (each once)."""
+
+    read: int = 0
+    files: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def total(self) -> int:
+        return sum(self.files.values())
+
+    def describe(self) -> str:
+        return (f"read {_size(self.read)} of column chunks (compressed) from {len(self.files):,} files holding "
+                f"{_size(self.total)}")
+
+
+def _size(n: int) -> str:
+    return f"{n / 1e6:,.1f} MB" if n >= 1e6 else f"{n / 1e3:,.1f} kB"
+
+
+def row_groups(loc: Location, columns: list[str] | None = None, counter: ReadCounter | None = None,
+               keep: Callable[[pa.Table], pa.Array] | None = None,
+               more: list[str] | None = None) -> Iterator[pa.Table]:
+    """A Parquet file row group by row group: `columns` (those it has; None: all). When `keep(table)`
+    selects rows, only those rows, with `more` columns too (None: every other column), read only for the
+    row groups holding a selected row."""
     with loc.open_read() as f:
         pf = pq.ParquetFile(f)
-        tables, n = [], 0
-        for group in range(pf.num_row_groups):
-            if column is not None:
-                mask = pc.equal(pf.read_row_group(group, columns=[column]).column(column), value)
+        names = pf.schema_arrow.names
+        wanted = [c for c in columns if c in names] if columns is not None else names
+        extra = [c for c in (names if more is None else more) if c in names and c not in wanted]
+        if counter is not None:
+            counter.files[loc.uri] = compressed_size(pf.metadata)
+        for g in range(pf.num_row_groups):
+            table = pf.read_row_group(g, columns=wanted)
+            _count(pf, g, wanted, counter)
+            if keep is not None:
+                mask = keep(table)
                 if not pc.any(mask).as_py():
                     continue
-                table = pf.read_row_group(group).filter(mask)
-            else:
-                table = pf.read_row_group(group)
-            tables.append(table)
-            n += table.num_rows
-            if limit is not None and n >= limit:
-                break
-    return pa.concat_tables(tables, promote_options="permissive") if tables else pa.table({})
+                if extra:
+                    table = pf.read_row_group(g, columns=wanted + extra)
+                    _count(pf, g, extra, counter)
+                table = table.filter(mask)
+            yield table
+
+
+def compressed_size(meta: pq.FileMetaData) -> int:
+    """The compressed bytes of every column chunk of a Parquet file (its size, less the footer)."""
+    return sum(meta.row_group(g).column(i).total_compressed_size
+               for g in range(meta.num_row_groups) for i in range(meta.num_columns))
+
+
+def _count(pf: pq.ParquetFile, group: int, columns: list[str], counter: ReadCounter | None) -> None:
+    if counter is None:
+        return
+    meta = pf.metadata.row_group(group)
+    for i in range(meta.num_columns):
+        if meta.column(i).path_in_schema.split(".")[0] in columns:
+            counter.read += meta.column(i).total_compressed_size
 
 
 @dataclass
@@ -91,7 +145,7 @@ class Sample:
     annotations: dict = field(default_factory=dict)
 
 
-def _samples(stage: str, table: pa.Table) -> Iterator[Sample]:
+def as_samples(stage: str, table: pa.Table) -> Iterator[Sample]:
     """Rows as samples; their annotations are the scalar columns stages added (scores, clusters,
     languages), which say what decided (token id lists and the like are left out)."""
     scalar = [f.name for f in table.schema if f.name not in NOT_ANNOTATIONS
@@ -105,7 +159,7 @@ def rejected_samples(out: Location, stage: str, reason: str | None = None, n: in
     """Up to `n` documents the stage dropped for each of its reasons (or for `reason` only), in shard order."""
     found: dict[str, list[Sample]] = {}
     for loc in rejects_files(out, stage):
-        for sample in _samples(stage, _read(loc, "reject_reason", reason) if reason else _read(loc)):
+        for sample in as_samples(stage, _read(loc, "reject_reason", reason) if reason else _read(loc)):
             if len(found.setdefault(sample.reason, [])) < n:
                 found[sample.reason].append(sample)
     return [s for reason_samples in found.values() for s in reason_samples]
@@ -118,7 +172,7 @@ def kept_samples(out: Location, stage: str, n: int = 3) -> list[Sample]:
         table = _read(loc, limit=n - len(samples))
         table = table.drop_columns([c for c in ("reject_stage", "reject_reason", "reject_detail")
                                     if c in table.schema.names])
-        samples += list(_samples(stage, table))[: n - len(samples)]
+        samples += list(as_samples(stage, table))[: n - len(samples)]
         if len(samples) >= n:
             break
     return samples
@@ -146,12 +200,12 @@ def trace(out: Location, doc_id: str) -> tuple[list[Visit], Sample | None]:
         for loc in rejects_files(out, stage):
             hit = _read(loc, "id", doc_id)
             if hit.num_rows:
-                sample = next(_samples(stage, hit.slice(0, 1)))
+                sample = next(as_samples(stage, hit.slice(0, 1)))
                 steps.append(Visit(stage, "dropped", f"{sample.reason}: {sample.detail or ''}".rstrip(": ")))
                 return steps, sample
         steps.append(Visit(stage, "kept"))
     for loc in kept_files(out, steps[-1].stage) if steps else []:
         hit = _read(loc, "id", doc_id)
         if hit.num_rows:  # kept to the end; its annotations say what each stage found (scores, its cluster)
-            return steps, next(_samples(steps[-1].stage, hit.slice(0, 1)))
+            return steps, next(as_samples(steps[-1].stage, hit.slice(0, 1)))
     return [], None

@@ -17,12 +17,13 @@ import yaml
 from scipy.stats import norm
 
 from conftest import data_path, web_documents, write_jsonl
-from winnow.evaluate.common import ReadCounter
+from support import edited
 from winnow.evaluate.decontam import FORMS, evaluate_decontam, read_corpus
 from winnow.evaluate.dedup import ShingleSets, _missed_pairs, evaluate_dedup
 from winnow.evaluate.run import evaluate_run
 from winnow.evaluate.scorer import Scored, evaluate
 from winnow.flows.cli import main
+from winnow.flows.inspect import ReadCounter
 from winnow.schemas.config import S3Config
 from winnow.stages.decontaminate import BenchmarkSource, DecontaminateConfig, read_items
 from winnow.stages.dedup import DedupConfig, shingles
@@ -162,13 +163,6 @@ def test_eval_run_follows_labelled_documents_through_the_demo_run(mission_demo, 
 
 # ---------------------------------------------------------------- dedup
 
-def _edited(text: str, rng: random.Random, share: float) -> str:
-    words = text.split()
-    for i in rng.sample(range(len(words)), max(1, int(len(words) * share))):
-        words[i] = rng.choice(["alpha", "bravo", "delta", "echo", "kilo", "lima"])
-    return " ".join(words)
-
-
 def _jaccard(a: set, b: set) -> float:
     return len(a & b) / len(a | b) if a | b else 0.0
 
@@ -183,7 +177,7 @@ def dedup_run(tmp_path_factory, ray_local, prefect_api):
     texts = [t for t in web_documents() if len(t.split()) >= 120][:260]
     rows = [{"id": f"doc-{i:04d}", "text": t} for i, t in enumerate(texts)]
     for i in range(150):
-        rows.append({"id": f"copy-{i:04d}", "text": _edited(texts[i], rng, [0.02, 0.06, 0.12, 0.25][i % 4])})
+        rows.append({"id": f"copy-{i:04d}", "text": edited(texts[i], rng, [0.02, 0.06, 0.12, 0.25][i % 4])})
     rng.shuffle(rows)
     folder = tmp_path_factory.mktemp("dedup")
     write_jsonl(folder / "in" / "a.jsonl", [json.dumps(r) for r in rows])
@@ -219,7 +213,7 @@ def test_eval_dedup_counts_missed_pairs_like_brute_force(tmp_path):
     rng = random.Random(3)
     config = DedupConfig(threshold=0.7)
     base = [t for t in web_documents() if len(t.split()) >= 100][:120]
-    texts = base + [_edited(base[i], rng, 0.03) for i in range(0, 60, 2)]  # 30 kept pairs at ~0.8
+    texts = base + [edited(base[i], rng, 0.03) for i in range(0, 60, 2)]  # 30 kept pairs at ~0.8
     ids = [f"k{i:03d}" for i in range(len(texts))]
     pq.write_table(pa.table({"id": ids, "text": texts}), tmp_path / "kept.parquet", row_group_size=40)
     sets = {i: set(shingles(t, config)) for i, t in zip(ids, texts, strict=True)}
