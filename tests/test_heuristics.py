@@ -152,6 +152,25 @@ def test_letters_alone_are_never_split_so_the_fast_path_is_exact():
     assert tokenizer.words("cannot gonna Cannot") == ["can", "not", "gon", "na", "Can", "not"]
 
 
+def test_shortcuts_split_chunks_as_the_full_algorithm_does():
+    """The suffix search that scans only a string's last characters finds what the whole search finds,
+    and the fast paths for "word," and "(word" give what the affix loop gives, on real text and on
+    strings built to catch them out (runs of dots, units after digits, specials with affixes)."""
+    from winnow.stages.lib.spacy_words import load
+
+    tokenizer = load()
+    assert tokenizer.suffix.width and tokenizer.suffix.unbounded_ends == ("..",)
+    texts = [json.loads(line)["text"] for line in text_lines("web/c4_sample.jsonl.gz")]
+    texts += [json.loads(line)["contents"] for line in text_lines("web/toy_pile_data.jsonl.gz")]
+    chunks = {chunk for text in texts for chunk in text.split()}
+    chunks |= {"....", "a..", "..", ".", "a...b..", "x.", "1km.", "5km/h", "°C.", "10US$", "it's", "a……", "(U.S.A.)",
+               "e.g.,", "Dr.", "etc...", "'s", "’S.", "cannot,", "(gonna", "A.", "AB.", "(a", "a)", "Mr.,", "'tis"}
+    for chunk in chunks:
+        fast, whole = tokenizer.suffix(chunk), tokenizer.suffix.pattern.search(chunk)
+        assert (fast and fast.span()) == (whole and whole.span()), chunk
+        assert tokenizer._chunk(chunk) == tokenizer._match_specials(tokenizer._split(chunk, specials=True)), chunk
+
+
 def test_bounded_memo_keeps_memory_bounded_and_frequent_keys_computed_once():
     from winnow.stages.lib.spacy_words import BoundedMemo
 

@@ -43,6 +43,58 @@ class BoundedMemo(dict):
         return value
 
 
+class _TailSearch:
+    """`search` of a suffix pattern (every alternative anchored at the end) that scans only the last
+    characters a match can span: the regex engine would otherwise try each of its alternatives at every
+    position of the string. Alternatives of unbounded width (`\\.\\.+$`) are searched whole, and only
+    on strings ending the way they must end (tested against the whole search)."""
+
+    def __init__(self, pattern: re.Pattern):
+        self.pattern = pattern
+        branches = _top_level_alternatives(pattern)
+        bounded = [width for width, _ in branches if width is not None]
+        self.width = max(bounded) if bounded else None
+        self.unbounded_ends = tuple(end for width, end in branches if width is None)
+
+    def __call__(self, text: str) -> re.Match | None:
+        if self.width is None or None in self.unbounded_ends or text.endswith(self.unbounded_ends):
+            return self.pattern.search(text)
+        return self.pattern.search(text, max(0, len(text) - self.width))
+
+
+def _top_level_alternatives(pattern: re.Pattern) -> list[tuple[int | None, str | None]]:
+    """(greatest width or None when unbounded, for an unbounded one the literal text it must end with or
+    None when unknown) of each top-level alternative of `pattern`."""
+    import re._parser as parser  # the stdlib's own regex parser (sre_parse before 3.11)
+
+    parsed = parser.parse(pattern.pattern, pattern.flags)
+    if len(parsed.data) == 1 and parsed.data[0][0] is parser.BRANCH:
+        alternatives = [parser.SubPattern(parsed.state, alt) for alt in parsed.data[0][1][1]]
+    else:
+        alternatives = [parsed]
+    out = []
+    for alt in alternatives:
+        width = alt.getwidth()[1]
+        if width < parser.MAXREPEAT:
+            out.append((width, None))
+            continue
+        # an unbounded alternative ending in LITERAL... AT_END: the literals it must end with
+        items, end = list(alt.data), ""
+        if items and items[-1] == (parser.AT, parser.AT_END):
+            items.pop()
+            while items and items[-1][0] is parser.LITERAL:
+                end = chr(items.pop()[1]) + end
+            if not end and items and items[-1][0] is parser.MAX_REPEAT:  # x{low,} ends with x * low...
+                low, _, body = items.pop()[1]
+                if low >= 1 and len(body.data) == 1 and body.data[0][0] is parser.LITERAL:
+                    end = chr(body.data[0][1]) * low
+                    while items and items[-1] == body.data[0]:  # ...and with the literal x's before it
+                        items.pop()
+                        end += end[0]
+        out.append((None, end or None))
+    return out
+
+
 class SpacyWords:
     """`words(text)`: the texts of spaCy's English tokens, whitespace tokens left out (as datatrove
     leaves them out)."""
@@ -52,7 +104,7 @@ class SpacyWords:
             return re.compile(rules[name]["pattern"], rules[name]["flags"])
 
         self.prefix = compiled("prefix").search
-        self.suffix = compiled("suffix").search
+        self.suffix = _TailSearch(compiled("suffix"))
         self.infix = compiled("infix").finditer
         self.url = compiled("url").match
         self.special: dict[str, list[str]] = rules["special"]
@@ -70,12 +122,24 @@ class SpacyWords:
     def _chunk(self, chunk: str) -> list[str]:
         # no prefix, suffix or infix rule matches ASCII letters alone (tested), so such a chunk is one
         # word unless it is a special case; most of a web text's distinct chunks are that
-        if chunk.isascii() and chunk.isalpha() and chunk not in self.special:
+        special = self.special
+        if chunk.isascii() and chunk.isalpha() and chunk not in special:
             return [chunk]
+        # the next most common: letters with one punctuation mark after ("word,") or before ("(word"),
+        # split here as `_split` would, without its loop (tested against it on real text)
+        if len(chunk) > 1 and chunk not in special:
+            core = chunk[:-1]
+            if core.isascii() and core.isalpha() and not self.prefix(chunk):
+                if (match := self.suffix(chunk)) and match.start() == len(core):
+                    return self._match_specials(special.get(core, [core]) + [chunk[-1]])
+            core = chunk[1:]
+            if core.isascii() and core.isalpha() and (match := self.prefix(chunk)) and match.end() == 1:
+                return self._match_specials([chunk[0]] + special.get(core, [core]))
         return self._match_specials(self._split(chunk, specials=True))
 
     def _split(self, substring: str, specials: bool) -> list[str]:
-        """One whitespace-free chunk, as `Tokenizer.explain` splits it."""
+        """One whitespace-free chunk, as `Tokenizer.explain` splits it (each affix search made once per
+        substring: `explain` repeats them)."""
         special = self.special if specials else {}
         tokens: list[str] = []
         suffixes: list[str] = []
@@ -83,29 +147,32 @@ class SpacyWords:
             if substring in special:
                 tokens += special[substring]
                 break
-            while self.prefix(substring) or self.suffix(substring):
+            while (prefix := self.prefix(substring)) or (suffix := self.suffix(substring)):
                 if substring in special:
                     tokens += special[substring]
                     substring = ""
                     break
-                if match := self.prefix(substring):
-                    if match.end() == 0:
+                if prefix:
+                    if prefix.end() == 0:
                         break
-                    tokens.append(substring[:match.end()])
-                    substring = substring[match.end():]
+                    tokens.append(substring[:prefix.end()])
+                    substring = substring[prefix.end():]
                     if substring in special:
                         continue
-                if match := self.suffix(substring):
-                    if match.start() == len(substring):
+                    suffix = self.suffix(substring)
+                if suffix:
+                    if suffix.start() == len(substring):
                         break
-                    suffixes.append(substring[match.start():])
-                    substring = substring[:match.start()]
+                    suffixes.append(substring[suffix.start():])
+                    substring = substring[:suffix.start()]
             if not substring:
                 continue
-            if self.url(substring):
-                tokens.append(substring)
-            elif substring in special:
+            if substring in special:
                 tokens += special[substring]
+            elif substring.isascii() and substring.isalpha():  # no URL or infix rule splits letters (tested)
+                tokens.append(substring)
+            elif self.url(substring):
+                tokens.append(substring)
             elif infixes := list(self.infix(substring)):
                 offset = 0
                 for match in infixes:
@@ -126,7 +193,7 @@ class SpacyWords:
     def _match_specials(self, tokens: list[str]) -> list[str]:
         """spaCy's special-case matcher: runs of tokens spelling a special case that has affixes become
         that case's tokens (longest first, then leftmost, never overlapping)."""
-        if len(tokens) < 2 or not any(t in self.matcher for t in tokens):
+        if len(tokens) < 2 or self.matcher.keys().isdisjoint(tokens):
             return tokens
         spans = []
         for start, token in enumerate(tokens):
