@@ -1,22 +1,21 @@
 """winnow's heuristics vs datatrove's Gopher/C4/FineWeb filters on the same real documents.
 
-Prints, per ruleset: docs/s per core for winnow and datatrove (one process each, same docs),
-the speed ratio, and the keep/drop agreement with examples of disagreement. Then the peak RSS
-of a worker processing a 10k-doc and a 100k-doc shard (it must not grow with shard size).
+The documents: every distinct document of the shared web samples (C4, Common Crawl, the Pile, Paloma's
+4chan and Guardian pages; about 4,100, none repeated; `benchmarks/texts.unique_web_texts`). Each ruleset
+of each library runs in a fresh process of its own, one core, after one warm-up document, so no
+tokenizer or word cache carries over from another measurement. Prints, per ruleset: docs/s for winnow and
+datatrove, the ratio, the keep/drop agreement with examples of disagreement. Then the peak RSS of a
+worker processing a 10k-doc and a 100k-doc shard (it must not grow with shard size; the documents are
+the real ones and their rewrites, `texts.unique_corpus`).
 
     make bench   # installs datatrove + spacy (the `bench` extra)
-    .venv/bin/python benchmarks/heuristics_vs_datatrove.py [--docs 100000] [--datatrove-docs 4000]
-
-datatrove needs ~6-10 ms per document per filter here, so by default it sees a 4,000-document
-subset of the same corpus (docs/s is a rate; agreement is measured on that subset);
-`--datatrove-docs 100000` runs it on everything (about an hour).
+    .venv/bin/python benchmarks/heuristics_vs_datatrove.py [--docs N] [--skip-rss]
 """
 
 from __future__ import annotations
 
 import argparse
-import gzip
-import json
+import multiprocessing
 import resource
 import subprocess
 import sys
@@ -24,19 +23,11 @@ import tempfile
 import time
 from pathlib import Path
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "web"
-SOURCES = [SHARED / "c4_train_first1k" / "c4_sample.jsonl",
-           SHARED / "olmo_c4_sample_1k" / "c4-sample.00000-of-00001.json.gz"]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from texts import unique_corpus, unique_web_texts  # noqa: E402 - the benchmarks' text
+
 RULESETS = ["gopher_repetition", "gopher_quality", "c4", "fineweb"]
-
-
-def load_texts(n: int) -> list[str]:
-    texts = []
-    for path in SOURCES:
-        opener = gzip.open if path.suffix == ".gz" else open
-        with opener(path, "rt") as f:
-            texts += [json.loads(line)["text"] for line in f]
-    return [texts[i % len(texts)] for i in range(n)]
+WARM_UP = "warm up the tokenizer. " * 20
 
 
 def datatrove_filters() -> dict:
@@ -51,32 +42,31 @@ def datatrove_filters() -> dict:
             "c4": C4QualityFilter(), "fineweb": FineWebQualityFilter()}
 
 
-def run_datatrove(texts: list[str]) -> dict[str, tuple[list[bool], float]]:
-    from datatrove.data import Document
+def measure(system: str, ruleset: str, texts: list[str]) -> tuple[list[bool], float]:
+    """One ruleset of one library over the texts: keep verdicts and seconds (run in a fresh process)."""
+    if system == "datatrove":
+        from datatrove.data import Document
 
-    results = {}
-    for name, filt in datatrove_filters().items():
-        filt.filter(Document(text="warm up the tokenizer. " * 20, id="w"))
+        filt = datatrove_filters()[ruleset]
+        filt.filter(Document(text=WARM_UP, id="w"))
         start = time.perf_counter()
         keep = []
         for i, text in enumerate(texts):
             verdict = filt.filter(Document(text=text, id=str(i)))
             keep.append(verdict is True or (isinstance(verdict, tuple) and verdict[0]))
-        results[name] = (keep, time.perf_counter() - start)
-    return results
-
-
-def run_winnow(texts: list[str]) -> dict[str, tuple[list[bool], float]]:
+        return keep, time.perf_counter() - start
     from winnow.stages.heuristics import Evaluator, HeuristicsConfig
 
-    config = HeuristicsConfig(name="heuristics")
-    results = {}
-    for name in RULESETS + ["all"]:
-        evaluator = Evaluator(config, only=None if name == "all" else name)
-        start = time.perf_counter()
-        keep = [evaluator.evaluate(text)[0] is None for text in texts]
-        results[name] = (keep, time.perf_counter() - start)
-    return results
+    evaluator = Evaluator(HeuristicsConfig(name="heuristics"), only=None if ruleset == "all" else ruleset)
+    evaluator.evaluate(WARM_UP)
+    start = time.perf_counter()
+    keep = [evaluator.evaluate(text)[0] is None for text in texts]
+    return keep, time.perf_counter() - start
+
+
+def in_fresh_process(system: str, ruleset: str, texts: list[str]) -> tuple[list[bool], float]:
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        return pool.apply(measure, (system, ruleset, texts))
 
 
 def worker_peak_rss(n_docs: int, workdir: Path) -> float:
@@ -90,7 +80,7 @@ def worker_peak_rss(n_docs: int, workdir: Path) -> float:
 
     from winnow.schemas.documents import DOCUMENT_SCHEMA
 
-    texts = load_texts(n_docs)
+    _, texts = unique_corpus(n_docs)
     shard = workdir / f"docs-{n_docs}.parquet"
     pq.write_table(pa.table({"id": [str(i) for i in range(n_docs)], "text": texts, "source": ["c4"] * n_docs,
                              "url": [None] * n_docs, "meta": [None] * n_docs}, schema=DOCUMENT_SCHEMA), shard)
@@ -111,35 +101,28 @@ print(next(int(line.split()[1]) for line in open("/proc/self/status") if line.st
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--docs", type=int, default=100_000, help="documents for winnow (C4 samples replicated)")
-    parser.add_argument("--datatrove-docs", type=int, default=4_000, help="documents for datatrove (a prefix)")
+    parser.add_argument("--docs", type=int, help="only the first N documents (default: all of them)")
     parser.add_argument("--examples", type=int, default=3, help="disagreeing documents to print per ruleset")
     parser.add_argument("--skip-rss", action="store_true")
     args = parser.parse_args()
-    if not all(p.exists() for p in SOURCES):
-        sys.exit(f"needs the shared C4 samples under {SHARED}")
 
-    texts = load_texts(args.docs)
-    print(f"{len(texts):,} documents (2,000 real C4 documents replicated); one process, one core each\n")
-    winnow = run_winnow(texts)
-    n_dt = min(args.datatrove_docs, len(texts))
-    datatrove = run_datatrove(texts[:n_dt])
+    texts = unique_web_texts()[: args.docs]
+    n = len(texts)
+    print(f"{n:,} distinct real web documents; each ruleset of each library in a fresh process, one core\n")
+    winnow = {name: in_fresh_process("winnow", name, texts) for name in RULESETS + ["all"]}
+    datatrove = {name: in_fresh_process("datatrove", name, texts) for name in RULESETS}
 
     print(f"{'ruleset':<18}{'winnow docs/s':>14}{'datatrove docs/s':>18}{'ratio':>8}{'agreement':>11}"
           f"{'winnow drops':>14}{'datatrove drops':>17}")
-    total_dt = 0.0
     for name in RULESETS:
-        keep_w, secs_w = winnow[name]
-        keep_d, secs_d = datatrove[name]
-        total_dt += secs_d
-        rate_w, rate_d = len(keep_w) / secs_w, len(keep_d) / secs_d
-        agree = sum(a == b for a, b in zip(keep_w, keep_d, strict=True)) / n_dt
-        print(f"{name:<18}{rate_w:>14,.0f}{rate_d:>18,.0f}{rate_w / rate_d:>7.1f}x{agree:>10.2%}"
-              f"{keep_w[:n_dt].count(False):>14,}{keep_d.count(False):>17,}")
-    all_rate = len(texts) / winnow["all"][1]
-    dt_rate = n_dt / total_dt
-    print(f"{'all four, chained':<18}{all_rate:>14,.0f}{dt_rate:>18,.0f}{all_rate / dt_rate:>7.1f}x"
-          "   (datatrove: sum of its four filters' time)")
+        (keep_w, secs_w), (keep_d, secs_d) = winnow[name], datatrove[name]
+        agree = sum(a == b for a, b in zip(keep_w, keep_d, strict=True)) / n
+        print(f"{name:<18}{n / secs_w:>14,.0f}{n / secs_d:>18,.0f}{secs_d / secs_w:>7.1f}x{agree:>10.2%}"
+              f"{keep_w.count(False):>14,}{keep_d.count(False):>17,}")
+    total_dt = sum(secs for _, secs in datatrove.values())
+    secs_all = winnow["all"][1]
+    print(f"{'all four, chained':<18}{n / secs_all:>14,.0f}{n / total_dt:>18,.0f}{total_dt / secs_all:>7.1f}x"
+          "   (datatrove: the sum of its four filters' times)")
 
     from winnow.stages.heuristics import Evaluator, HeuristicsConfig
 
@@ -148,11 +131,11 @@ def main() -> None:
         evaluator = Evaluator(HeuristicsConfig(name="heuristics"), only=name)
         keep_w, keep_d = winnow[name][0], datatrove[name][0]
         shown = 0
-        for i in range(n_dt):
+        for i in range(n):
             if keep_w[i] != keep_d[i] and shown < args.examples:
                 reason, detail, _ = evaluator.evaluate(texts[i])
                 snippet = texts[i][:90].replace("\n", " | ")
-                print(f"  {name}: doc {i % 2000}: winnow {'keep' if keep_w[i] else f'drop ({reason}: {detail})'}, "
+                print(f"  {name}: doc {i}: winnow {'keep' if keep_w[i] else f'drop ({reason}: {detail})'}, "
                       f"datatrove {'keep' if keep_d[i] else 'drop'}: {snippet!r}")
                 shown += 1
 

@@ -107,11 +107,32 @@ def is_symbol_word(word: str) -> bool:
 
 
 SYMBOL, LETTER = 1, 2
+# The characters Gopher's quality rules do not count as a word on their own: datatrove's list (its
+# `utils.text.PUNCTUATION_SET`, Apache-2.0), so word counts are its counts (Unicode's punctuation categories
+# would also drop "·" or "©", which it counts as words)
+GOPHER_PUNCTUATION = frozenset(
+    "!/—”:％１〈&(、━\\【#%「」，】；+^]~“《„';’{|∶´[=-`*．（–？！：$～«〉,><》)?）。…@_.\"}►»"
+    + "".join(map(chr, [*range(0, 9), *range(11, 32), *range(127, 160)]))
+    # and its sentence terminators
+    + "\u0589\u061d\u061e\u061f\u06d4\u0700\u0701\u0702\u07f9\u0837\u0839\u083d\u083e\u0964\u0965\u104a"
+    "\u104b\u1362\u1367\u1368\u166e\u1735\u1736\u17d4\u17d5\u17d6\u17d9\u17da\u1803\u1809\u1944\u1945"
+    "\u1aa8\u1aa9\u1aaa\u1aab\u1b5a\u1b5b\u1b5e\u1b5f\u1b7d\u1b7e\u1c3b\u1c3c\u1c7e\u1c7f\u203c\u203d"
+    "\u2047\u2048\u2049\u2e2e\u2e3c\u2e53\u2e54\ua4ff\ua60e\ua60f\ua6f3\ua6f7\ua876\ua877\ua8ce\ua8cf"
+    "\ua92f\ua9c8\ua9c9\uaa5d\uaa5e\uaa5f\uaaf0\uaaf1\uabeb\ufe52\ufe56\ufe57\uff61\U00010a56"
+    "\U00010a57\U00010f55\U00010f56\U00010f57\U00010f58\U00010f59\U00010f86\U00010f87\U00010f88"
+    "\U00010f89\U00011047\U00011048\U000110be\U000110bf\U000110c0\U000110c1\U00011141\U00011142"
+    "\U00011143\U000111c5\U000111c6\U000111cd\U000111de\U000111df\U00011238\U00011239\U0001123b"
+    "\U0001123c\U000112a9\U0001144b\U0001144c\U000115c2\U000115c3\U000115c9\U000115ca\U000115cb"
+    "\U000115cc\U000115cd\U000115ce\U000115cf\U000115d0\U000115d1\U000115d2\U000115d3\U000115d4"
+    "\U000115d5\U000115d6\U000115d7\U00011641\U00011642\U0001173c\U0001173d\U0001173e\U00011944"
+    "\U00011946\U00011a42\U00011a43\U00011a9b\U00011a9c\U00011c41\U00011c42\U00011ef7\U00011ef8"
+    "\U00011f43\U00011f44\U00016a6e\U00016a6f\U00016af5\U00016b37\U00016b38\U00016b44\U00016e98"
+    "\U0001bc9f\U0001da88")
 
 
 def word_facts(word: str) -> int:
-    """SYMBOL | LETTER bits of a word: made only of symbols; has a letter."""
-    return SYMBOL * is_symbol_word(word) | LETTER * any(ch.isalpha() for ch in word)
+    """SYMBOL | LETTER bits of a word: made only of Gopher's punctuation; has a letter."""
+    return SYMBOL * all(ch in GOPHER_PUNCTUATION for ch in word) | LETTER * any(ch.isalpha() for ch in word)
 
 
 FACTS = BoundedMemo(word_facts, 1 << 18)  # looked up in C: map(FACTS.__getitem__, words)
@@ -133,11 +154,10 @@ class Doc:
     Per-word facts (length, symbol-only, has a letter) are computed once per distinct word and
     weighted by its count, since web text repeats its words many times."""
 
-    __slots__ = ("text", "_lines", "_words", "_vocab", "_ids", "_counts", "_lengths", "_cum_len", "_hashes")
+    __slots__ = ("text", "_words", "_vocab", "_ids", "_counts", "_lengths", "_cum_len", "_hashes")
 
     def __init__(self, text: str, words: list[str] | None = None):
         self.text = text
-        self._lines: list[list[str]] | None = None
         self._words = words
         self._vocab: list[str] | None = None
         self._ids: np.ndarray | None = None
@@ -147,17 +167,11 @@ class Doc:
         self._hashes: dict[int, np.ndarray] = {}
 
     @property
-    def line_words(self) -> list[list[str]]:
-        """The words of each line (`str.splitlines`); words are split within whitespace-separated chunks,
-        so the text's words are these lists joined."""
-        if self._lines is None:
-            self._lines = [split_words(line) for line in self.text.splitlines()]
-        return self._lines
-
-    @property
     def words(self) -> list[str]:
+        """The text's words; they are split within whitespace-separated chunks, so the words of its lines
+        (`str.splitlines`) joined are these."""
         if self._words is None:
-            self._words = [word for line in self.line_words for word in line]
+            self._words = split_words(self.text)
         return self._words
 
     def _index(self) -> None:
@@ -353,19 +367,17 @@ def _count_sentences(tokens: list[str]) -> int:
 
 def c4(cfg: C4Rules) -> Callable[[Doc], tuple[Verdict, Doc]]:
     """C4's line filters, then its document rules; returns the verdict and the cleaned document (its
-    kept lines; their words are those of the lines, so nothing is split twice)."""
+    kept lines, with their words: the later rules need not split them again)."""
 
     def check(doc: Doc) -> tuple[Verdict, Doc]:
         sentences, kept, kept_words = 0, [], []
-        for line, tokens in zip(doc.text.splitlines(), doc.line_words, strict=True):
+        for line in doc.text.splitlines():
             line = line.strip()
             words = line.split()
             if cfg.max_word_length and len(line) > cfg.max_word_length and max(map(len, words)) > cfg.max_word_length:
                 continue
             if cfg.remove_citations and "[" in line:
-                cited = CITATION_RE.sub("", line)
-                if cited != line:
-                    line, tokens = cited, split_words(cited)
+                line = CITATION_RE.sub("", line)
             if cfg.filter_no_terminal_punct and (not line.endswith(C4_END_PUNCTUATION) or line.endswith("...")):
                 continue
             if cfg.min_words_per_line and len(words) < cfg.min_words_per_line:
@@ -379,6 +391,7 @@ def c4(cfg: C4Rules) -> Callable[[Doc], tuple[Verdict, Doc]]:
                 return ("curly_bracket", "contains '{'"), doc
             if cfg.filter_policy and any(p in lower for p in POLICY_SUBSTRINGS):
                 continue
+            tokens = split_words(line)  # only kept lines are split into words
             if cfg.min_num_sentences:
                 sentences += _count_sentences(tokens)
             kept.append(line)
@@ -408,9 +421,13 @@ def fineweb(cfg: FineWebRules) -> Rule:
             if r > cfg.char_duplicates_ratio:
                 return "char_dup_ratio", f"{r:.3f} > {cfg.char_duplicates_ratio}"
         if cfg.new_line_ratio is not None:
-            r = text.count("\n") / max(len(doc.words), 1)
-            if r > cfg.new_line_ratio:
-                return "list_ratio", f"{r:.3f} > {cfg.new_line_ratio}"
+            newlines = text.count("\n")
+            # each whitespace-separated chunk is one word or more, so the ratio over chunks bounds the
+            # ratio over words from above: words are split only when that bound exceeds the limit
+            if doc._words is not None or newlines / max(len(text.split()), 1) > cfg.new_line_ratio:
+                r = newlines / max(len(doc.words), 1)
+                if r > cfg.new_line_ratio:
+                    return "list_ratio", f"{r:.3f} > {cfg.new_line_ratio}"
         return None
 
     return check
