@@ -125,7 +125,8 @@ def write_corpus(directory: Path, ids: list[str], texts: list[str], shards: int)
 def agreement(a: list[str], b: list[str], ids: list[str]) -> str:
     kept_a, kept_b = set(a), set(b)
     same = sum((i in kept_a) == (i in kept_b) for i in ids)
-    return f"{same / len(ids):.2%} ({len(kept_a - kept_b):,} kept by winnow only, {len(kept_b - kept_a):,} by NeMo only)"
+    return (f"{same / len(ids):.2%} ({len(kept_a - kept_b):,} kept by winnow only, "
+            f"{len(kept_b - kept_a):,} by NeMo only)")
 
 
 def main() -> None:

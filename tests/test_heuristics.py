@@ -136,18 +136,19 @@ def test_words_are_spacys_english_tokens_on_real_text():
 
 
 def test_letters_alone_are_never_split_so_the_fast_path_is_exact():
-    """`SpacyWords` skips the affix rules for chunks of ASCII letters: no rule matches within such a
-    chunk. The rules look at most one character around a match, so all strings of up to 3 letters
-    cover every window a rule could match in a longer one."""
+    """`SpacyWords` skips the affix rules for chunks of ASCII letters (and the infix rules for digits):
+    no rule matches within such a chunk. The rules look at most one character around a match, so all
+    strings of up to 3 letters (or digits) cover every window a rule could match in a longer one."""
     import itertools
     import string
 
     from winnow.stages.lib.spacy_words import load
 
     tokenizer = load()
-    for n in (1, 2, 3):
-        for chunk in map("".join, itertools.product(string.ascii_letters, repeat=n)):
-            assert not (tokenizer.prefix(chunk) or tokenizer.suffix(chunk) or any(tokenizer.infix(chunk))), chunk
+    for alphabet in (string.ascii_letters, string.digits):
+        for n in (1, 2, 3):
+            for chunk in map("".join, itertools.product(alphabet, repeat=n)):
+                assert not (tokenizer.prefix(chunk) or tokenizer.suffix(chunk) or any(tokenizer.infix(chunk))), chunk
     # special cases still apply
     assert tokenizer.words("cannot gonna Cannot") == ["can", "not", "gon", "na", "Can", "not"]
 
@@ -165,6 +166,11 @@ def test_shortcuts_split_chunks_as_the_full_algorithm_does():
     chunks = {chunk for text in texts for chunk in text.split()}
     chunks |= {"....", "a..", "..", ".", "a...b..", "x.", "1km.", "5km/h", "°C.", "10US$", "it's", "a……", "(U.S.A.)",
                "e.g.,", "Dr.", "etc...", "'s", "’S.", "cannot,", "(gonna", "A.", "AB.", "(a", "a)", "Mr.,", "'tis"}
+    # spaCy's URL pattern, whose two host forms (an IPv4 address, dotted domain labels) each need a ".":
+    # `_split` tries it only on strings holding one
+    url = tokenizer.url.__self__.pattern
+    assert url.count("(?:\\.(?:") == 2 and "[A-Za-z0-9\\u00a1-\\uffff]\\.)+" in url
+    assert not [c for c in chunks if "." not in c and tokenizer.url(c)]
     for chunk in chunks:
         fast, whole = tokenizer.suffix(chunk), tokenizer.suffix.pattern.search(chunk)
         assert (fast and fast.span()) == (whole and whole.span()), chunk

@@ -169,9 +169,9 @@ class SpacyWords:
                 continue
             if substring in special:
                 tokens += special[substring]
-            elif substring.isascii() and substring.isalpha():  # no URL or infix rule splits letters (tested)
-                tokens.append(substring)
-            elif self.url(substring):
+            elif substring.isascii() and (substring.isalpha() or substring.isdigit()):
+                tokens.append(substring)  # no URL or infix rule splits letters alone or digits alone (tested)
+            elif "." in substring and self.url(substring):  # both of its host forms hold a "." (tested)
                 tokens.append(substring)
             elif infixes := list(self.infix(substring)):
                 offset = 0
