@@ -1,14 +1,18 @@
-"""winnow's `dedup` vs datatrove's four MinHash steps on the same shards, in one run.
+"""winnow's `dedup` vs datatrove's four MinHash steps and data-juicer's `document_minhash_deduplicator`, on
+the same shards, in one run.
 
-Corpus: the shared real web documents plus edited copies (insertions, deletions, swaps,
-boilerplate, truncation at 0.5-20% of words) up to --docs documents, written as Parquet shards.
-Both use word 5-grams, 14 bands x 8 rows, 2 worker processes (datatrove: LocalPipelineExecutor
-with 2 workers; winnow: local Ray with 2 CPUs, and again with 1 CPU for scaling). Prints wall
-time, docs/s, peak RSS of the whole process tree, and precision/recall against brute-force exact
-Jaccard >= 0.8 on a sample of document families (an original and its copies).
+Corpus: documents none of which repeats another: the distinct real web documents of the shared data and
+rewrites of them (`texts.unique_corpus`: a per-document word substitution, so no run of words recurs),
+--copies of them then replaced by edited copies of a random one of them (insertions, deletions, swaps,
+boilerplate, truncation at 0.5-20% of words): the near duplicates to find. Written as Parquet shards. All
+use word 5-grams, 14 bands x 8 rows, 2 worker processes (datatrove: LocalPipelineExecutor with 2 workers;
+data-juicer: its default executor with np 2, in its own virtual environment, `make bench-peers`; winnow:
+local Ray with 2 CPUs, and again with 1 CPU for scaling). Prints wall time, docs/s, peak RSS of the whole
+process tree, and precision/recall against brute-force exact Jaccard >= 0.8 on a sample of document
+families (an original and its copies).
 
-    make bench
-    .venv/bin/python benchmarks/dedup_vs_datatrove.py [--docs 200000] [--shards 8] [--sample-families 400]
+    make bench bench-peers
+    .venv/bin/python benchmarks/dedup_vs_datatrove.py [--docs 200000] [--copies 0.3] [--shards 8]
 """
 
 from __future__ import annotations
@@ -19,6 +23,8 @@ import json
 import os
 import random
 import shutil
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -29,6 +35,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "web"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from texts import unique_corpus  # noqa: E402 - the benchmarks' text
 
 
 def real_texts() -> list[str]:
@@ -110,6 +118,16 @@ def write_shards(directory: Path, ids: list[str], texts: list[str], n_shards: in
     return paths
 
 
+def corpus(n: int, copy_share: float) -> tuple[list[str], list[str]]:
+    """n documents: distinct ones (`orig-…`) and edited copies of them (`copy-…-of-…`)."""
+    from dedup_eval import edited_corpus
+
+    copies = int(n * copy_share)
+    _, distinct = unique_corpus(n - copies)
+    ids, texts = edited_corpus(distinct, copies=copies, seed=0)
+    return ids, texts
+
+
 def run_winnow(paths: list[Path], out: Path, cpus: int) -> tuple[set[str], float, int]:
     import ray
 
@@ -185,22 +203,40 @@ def run_datatrove(paths: list[Path], work: Path, workers: int) -> tuple[set[str]
     return removed, seconds, rss.peak
 
 
+def run_data_juicer(paths: list[Path], work: Path, processes: int) -> tuple[set[str], float, int]:
+    """data-juicer in its own venv (`.venv-peers/data-juicer`); seconds are its executor's, from loading the
+    shards to exporting the kept documents (its Python start-up and imports not counted)."""
+    from heuristics_vs_nemo import ROOT, peer_python
+
+    python = peer_python(ROOT / ".venv-peers" / "data-juicer")
+    out = work / "result.json"
+    with PeakRSS() as rss:
+        done = subprocess.run([str(python), str(Path(__file__).resolve().parent / "peers" / "dj_minhash.py"),
+                               str(paths[0].parent), str(work / "job"), str(out), "--np", str(processes)],
+                              capture_output=True, text=True)
+    if done.returncode:
+        raise SystemExit(f"data-juicer failed:\n{done.stderr[-4000:]}")
+    result = json.loads(out.read_text())
+    ids = set(pq.read_table(paths[0].parent, columns=["id"]).column("id").to_pylist())
+    return ids - set(result["kept"]), result["seconds"], rss.peak
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--docs", type=int, default=200_000)
+    parser.add_argument("--copies", type=float, default=0.3, help="share of the documents that are edited copies")
     parser.add_argument("--shards", type=int, default=8)
     parser.add_argument("--sample-families", type=int, default=400, help="families scored against brute force")
     parser.add_argument("--skip-datatrove", action="store_true")
+    parser.add_argument("--skip-data-juicer", action="store_true")
     args = parser.parse_args()
 
-    from dedup_eval import brute_force_truth, edited_corpus, family
+    from dedup_eval import brute_force_truth, family
     from winnow.stages.dedup import DedupConfig
 
-    originals = real_texts()
-    ids, texts = edited_corpus(originals, copies=args.docs, seed=0)
-    ids, texts = ids[: args.docs], texts[: args.docs]
-    print(f"{len(texts):,} documents: {sum(i.startswith('orig') for i in ids):,} real web documents "
-          f"+ edited copies; {args.shards} shards; 5-grams, 14 bands x 8 rows\n")
+    ids, texts = corpus(args.docs, args.copies)
+    print(f"{len(texts):,} documents: {sum(i.startswith('orig') for i in ids):,} distinct (real web documents "
+          f"and rewrites of them) + edited copies; {args.shards} shards; 5-grams, 14 bands x 8 rows\n")
 
     # Ground truth on a sample: whole families (an original and all its copies), all pairs.
     families = [family(i) for i in ids]
@@ -219,15 +255,18 @@ def main() -> None:
             results[f"winnow ({cpus} Ray worker{'s' if cpus > 1 else ''})"] = run_winnow(paths, work / f"w{cpus}", cpus)
         if not args.skip_datatrove:
             results["datatrove (2 workers)"] = run_datatrove(paths, work / "dt", 2)
+        if not args.skip_data_juicer:
+            results["data-juicer (np 2)"] = run_data_juicer(paths, work / "dj", 2)
         print(f"{'method':<26}{'wall s':>9}{'docs/s':>10}{'peak RSS MiB':>14}{'removed':>10}{'precision':>11}"
               f"{'recall':>8}")
         for name, (removed, seconds, peak) in results.items():
             precision, recall = truth.score(sample_ids, removed & set(sample_ids))
             print(f"{name:<26}{seconds:>9.1f}{len(texts) / seconds:>10,.0f}{peak / 2**20:>14,.0f}"
                   f"{len(removed):>10,}{precision:>11.4f}{recall:>8.4f}")
-        if "datatrove (2 workers)" in results:
-            ratio = results["datatrove (2 workers)"][1] / results["winnow (2 Ray workers)"][1]
-            print(f"\nwinnow / datatrove end-to-end docs/s (2 workers each): {ratio:.1f}x")
+        for peer in ("datatrove (2 workers)", "data-juicer (np 2)"):
+            if peer in results:
+                ratio = results[peer][1] / results["winnow (2 Ray workers)"][1]
+                print(f"\nwinnow / {peer.split()[0]} end-to-end docs/s (2 processes each): {ratio:.1f}x")
         print(f"winnow scaling 1 -> 2 Ray workers: "
               f"{results['winnow (1 Ray worker)'][1] / results['winnow (2 Ray workers)'][1]:.2f}x")
     finally:

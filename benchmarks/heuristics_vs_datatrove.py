@@ -15,7 +15,6 @@ the real ones and their rewrites, `texts.unique_corpus`).
 from __future__ import annotations
 
 import argparse
-import multiprocessing
 import resource
 import subprocess
 import sys
@@ -24,7 +23,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from texts import unique_corpus, unique_web_texts  # noqa: E402 - the benchmarks' text
+from support import in_fresh_process  # noqa: E402 - (sibling benchmark modules)
+from texts import unique_corpus, unique_web_texts  # noqa: E402
 
 RULESETS = ["gopher_repetition", "gopher_quality", "c4", "fineweb"]
 WARM_UP = "warm up the tokenizer. " * 20
@@ -62,11 +62,6 @@ def measure(system: str, ruleset: str, texts: list[str]) -> tuple[list[bool], fl
     start = time.perf_counter()
     keep = [evaluator.evaluate(text)[0] is None for text in texts]
     return keep, time.perf_counter() - start
-
-
-def in_fresh_process(system: str, ruleset: str, texts: list[str]) -> tuple[list[bool], float]:
-    with multiprocessing.get_context("spawn").Pool(1) as pool:
-        return pool.apply(measure, (system, ruleset, texts))
 
 
 def worker_peak_rss(n_docs: int, workdir: Path) -> float:
@@ -109,8 +104,8 @@ def main() -> None:
     texts = unique_web_texts()[: args.docs]
     n = len(texts)
     print(f"{n:,} distinct real web documents; each ruleset of each library in a fresh process, one core\n")
-    winnow = {name: in_fresh_process("winnow", name, texts) for name in RULESETS + ["all"]}
-    datatrove = {name: in_fresh_process("datatrove", name, texts) for name in RULESETS}
+    winnow = {name: in_fresh_process(measure, "winnow", name, texts) for name in RULESETS + ["all"]}
+    datatrove = {name: in_fresh_process(measure, "datatrove", name, texts) for name in RULESETS}
 
     print(f"{'ruleset':<18}{'winnow docs/s':>14}{'datatrove docs/s':>18}{'ratio':>8}{'agreement':>11}"
           f"{'winnow drops':>14}{'datatrove drops':>17}")

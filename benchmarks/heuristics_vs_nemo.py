@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing
 import os
 import shutil
 import subprocess
@@ -36,7 +35,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from texts import unique_corpus  # noqa: E402 - the benchmarks' text
+from support import in_fresh_process  # noqa: E402 - (sibling benchmark modules)
+from texts import unique_corpus  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 NEMO_VENV = ROOT / ".venv-peers" / "nemo-curator"
@@ -81,13 +81,12 @@ def winnow_rules(texts: list[str], ids: list[str], gopher_only: bool) -> dict:
 def winnow_pipeline(corpus: Path, out: Path, cpus: int, gopher_only: bool) -> dict:
     """ingest -> heuristics through winnow's flow on local Ray with `cpus` CPUs (started, and Prefect's API
     warmed up on one shard, before the clock starts)."""
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
     import ray
 
     from winnow.flows.curate import curate
     from winnow.storage.fs import resolve
     from winnow.storage.manifest import read_kept
-
-    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 
     def config(source: Path, output: Path) -> dict:
         return {"input": {"uri": str(source), "id_field": "id"}, "output": str(output),
@@ -107,11 +106,6 @@ def winnow_pipeline(corpus: Path, out: Path, cpus: int, gopher_only: bool) -> di
         ray.shutdown()
     kept = read_kept(resolve(str(out)), "heuristics", ["id"]).column("id").to_pylist()
     return {"seconds": seconds, "kept": kept}
-
-
-def in_fresh_process(function, *args) -> dict:
-    with multiprocessing.get_context("spawn").Pool(1) as pool:
-        return pool.apply(function, args)
 
 
 def write_corpus(directory: Path, ids: list[str], texts: list[str], shards: int) -> None:

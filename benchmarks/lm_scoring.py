@@ -23,7 +23,7 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from texts import c4_texts  # noqa: E402 - the benchmarks' text, real or generated
+from texts import distinct_texts  # noqa: E402 - the benchmarks' text, real or generated
 
 RUN = r"""
 import json, sys, time, torch
@@ -87,8 +87,7 @@ def main() -> None:
     from winnow.scorers.lm import make_tiny_lm
     from winnow.scorers.tokenizer import train_bpe
 
-    web = c4_texts()
-    texts = [web[i % len(web)] for i in range(args.docs)]
+    texts = distinct_texts(args.docs)
     with tempfile.TemporaryDirectory() as tmp:
         tok = train_bpe(texts, 8000, Path(tmp) / "bpe")
         model = make_tiny_lm(Path(tmp) / "lm", tok, context=args.context, hidden=args.hidden, layers=args.layers,

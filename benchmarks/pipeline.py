@@ -1,25 +1,32 @@
-"""The 8-stage pipeline end to end: winnow fused, winnow writing every stage, and datatrove, in one run.
+"""The 8-stage pipeline end to end: winnow fused, winnow writing every stage, and datatrove, in one run, on
+the same documents, with where each spends its time.
 
-ingest -> heuristics -> exact_dedup -> dedup -> quality -> toxicity -> tokenize -> pack over real web
-text (the shared web samples plus edited copies, as in the dedup benchmark) written as jsonl.gz
-shards, 2 workers each:
+ingest -> heuristics -> exact_dedup -> dedup -> quality -> toxicity -> tokenize -> pack over web text
+written as jsonl.gz shards, 2 workers each. The documents: the distinct real web documents of the shared
+data and rewrites of them (`texts.unique_corpus`: a per-document word substitution, so no run of words
+recurs and no cache is fed by repetition), --copies of them replaced by edited copies of others
+(insertions, deletions, swaps, boilerplate, truncation) for the dedup stages to find, as in the dedup
+benchmark.
 
   (a) winnow, fused segments (the default): ingest+heuristics | exact_dedup+dedup+quality+toxicity+
       tokenize | pack, exact_dedup's hashes computed while the first segment writes;
-  (b) winnow with `checkpoint: true` on every stage: each stage writes its documents, as before
-      segments existed;
+  (b) winnow with `checkpoint: true` on every stage: each stage writes its documents;
   (c) datatrove's equivalent: JsonlReader -> Gopher repetition, Gopher quality, C4 and FineWeb
       filters -> JsonlWriter; its four MinHash steps (5-grams, 14 bands x 8 rows, as winnow);
       MinhashDedupFilter -> the same fastText quality and toxicity models -> DocumentTokenizer with
-      the same tokenizer. datatrove's filters take milliseconds per document, so it runs on the first
-      --datatrove-docs documents, and (a) runs again on exactly those for the comparison.
+      the same tokenizer.
+winnow's dedup stages normalise and hash as datatrove's and keep the first document of a cluster, so the
+same documents collide and the kept sets compare.
 
-Prints docs/s end to end, bytes written (every file the run leaves: documents, rejects,
-intermediates and training sequences; and the documents' own columns alone) and bytes read
-(read() calls of the whole process tree, libraries and models included) per input byte, peak
-memory (PSS summed over the process tree), and the overlap of the kept sets.
+Prints docs/s end to end, bytes written (every file the run leaves: documents, rejects, intermediates
+and training sequences; and the documents' own columns alone) and bytes read (read() calls of the whole
+process tree, libraries and models included) per input byte, peak memory (PSS summed over the process
+tree), the overlap of the kept sets, and where the time goes: each stage's worker seconds (winnow: its
+shard ledgers, reading and writing included in the first and last stage of a segment; datatrove: each
+block's own timer, summed over tasks), the driver's plans, and what is in no stage (start-up,
+scheduling, idle workers).
 
-    .venv/bin/python benchmarks/pipeline.py [--docs 200000] [--shards 16] [--datatrove-docs 20000]
+    .venv/bin/python benchmarks/pipeline.py [--docs 200000] [--copies 0.1] [--shards 16] [--workers 2]
 """
 
 from __future__ import annotations
@@ -30,6 +37,7 @@ import gzip
 import json
 import os
 import random
+import re
 import shutil
 import sys
 import tempfile
@@ -37,7 +45,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from dedup_vs_datatrove import SHARED, PeakRSS, real_texts  # noqa: E402 - the dedup benchmark's corpus and meter
+from dedup_vs_datatrove import SHARED, PeakRSS, corpus  # noqa: E402 - the dedup benchmark's corpus and meter
 
 REFERENCE = SHARED.parent / "reference"
 TOXIC = SHARED.parent / "toxicity" / "davidson_hate_offensive" / "labeled_data.csv"
@@ -103,7 +111,21 @@ def run_winnow(corpus: Path, out: Path, models: dict, checkpoint: bool, override
     kept = set(read_kept(resolve(str(out)), "pack", ["id"]).column("id").to_pylist())
     documents = sum(document_bytes(p) for p in out.glob("*/**/part-*.parquet"))  # kept documents and rejects
     return {"seconds": seconds, "docs": summary["stages"]["ingest"]["rows_in"], "kept": kept,
-            "written": tree_bytes(out), "documents": documents, "read": meter.read, "peak": meter.peak}
+            "written": tree_bytes(out), "documents": documents, "read": meter.read, "peak": meter.peak,
+            "breakdown": winnow_breakdown(out, summary)}
+
+
+def winnow_breakdown(out: Path, summary: dict) -> list[tuple[str, float, float]]:
+    """(stage, worker seconds: its shard ledgers' own time summed, driver seconds: what its manifest's time
+    adds to its share of its segment's tasks, e.g. a dedup plan), per stage in order."""
+    from winnow.storage.fs import resolve
+    from winnow.storage.manifest import read_manifest
+
+    rows = []
+    for name in summary["stages"]:
+        manifest = read_manifest(resolve(str(out)).join(name))
+        rows.append((name, sum(e.seconds for e in manifest.shards), manifest.extra.get("plan_seconds", 0.0)))
+    return rows
 
 
 def run_datatrove(corpus: Path, work: Path, models: dict, workers: int) -> dict:
@@ -141,17 +163,24 @@ def run_datatrove(corpus: Path, work: Path, models: dict, workers: int) -> dict:
         LocalPipelineExecutor(pipeline, tasks=n_tasks, workers=min(workers, n_tasks), start_method="fork",
                               logging_dir=str(work / "logs" / name)).run()
 
+    steps: list[tuple[str, float]] = []
+
+    def timed(pipeline, n_tasks, name):
+        started = time.perf_counter()
+        run(pipeline, n_tasks, name)
+        steps.append((name, time.perf_counter() - started))
+
     with PeakRSS() as meter:
         start = time.perf_counter()
-        run([JsonlReader(str(corpus), id_key="id"), GopherRepetitionFilter(), GopherQualityFilter(),
+        timed([JsonlReader(str(corpus), id_key="id"), GopherRepetitionFilter(), GopherQualityFilter(),
              C4QualityFilter(), FineWebQualityFilter(), JsonlWriter(str(filtered))], tasks, "filter")
-        run([JsonlReader(str(filtered)), MinhashDedupSignature(output_folder=str(work / "sigs"), config=config)],
+        timed([JsonlReader(str(filtered)), MinhashDedupSignature(output_folder=str(work / "sigs"), config=config)],
             tasks, "signatures")
-        run([MinhashDedupBuckets(input_folder=str(work / "sigs"), output_folder=str(work / "buckets"),
+        timed([MinhashDedupBuckets(input_folder=str(work / "sigs"), output_folder=str(work / "buckets"),
                                  config=config)], config.num_buckets, "buckets")
-        run([MinhashDedupCluster(input_folder=str(work / "buckets"), output_folder=str(work / "remove"),
+        timed([MinhashDedupCluster(input_folder=str(work / "buckets"), output_folder=str(work / "remove"),
                                  config=config)], 1, "cluster")
-        run([JsonlReader(str(filtered)), MinhashDedupFilter(input_folder=str(work / "remove")),
+        timed([JsonlReader(str(filtered)), MinhashDedupFilter(input_folder=str(work / "remove")),
              FastTextClassifierFilter(models["quality"], keep_labels=[("hq", QUALITY_THRESHOLD)],
                                       newline_replacement=" "),
              FastTextClassifierFilter(models["toxicity"], keep_labels=[("clean", 1 - TOXICITY_THRESHOLD)],
@@ -167,7 +196,19 @@ def run_datatrove(corpus: Path, work: Path, models: dict, workers: int) -> dict:
             kept |= {json.loads(line)["id"] for line in f}
     documents = tree_bytes(filtered) + tree_bytes(out)  # datatrove writes no rejects by default
     return {"seconds": seconds, "kept": kept, "written": tree_bytes(work) - tree_bytes(work / "logs"),
-            "documents": documents, "read": meter.read, "peak": meter.peak}
+            "documents": documents, "read": meter.read, "peak": meter.peak,
+            "breakdown": datatrove_breakdown(work / "logs", steps)}
+
+
+def datatrove_breakdown(logs: Path, steps: list[tuple[str, float]]) -> list[tuple[str, str, float, float]]:
+    """(step, block, the block's own seconds summed over tasks, the step's wall seconds) from each step's
+    merged `stats.json`."""
+    rows = []
+    for step, wall in steps:
+        for block in json.loads((logs / step / "stats.json").read_text()):
+            name = " ".join(re.sub(r"[^\x20-\x7e]", " ", block["name"]).replace(" - ", " ").split())  # no emoji
+            rows.append((step, name, block["time_stats"]["total"], wall))
+    return rows
 
 
 def document_bytes(path: Path) -> int:
@@ -213,23 +254,47 @@ def family_overlap(a: set, b: set) -> str:
     return f"{differ:,} of {max(len(a), len(b)):,} kept documents differ ({differ / max(len(a), len(b), 1):.2%})"
 
 
+def breakdown(results: dict, workers: int) -> None:
+    """Where each run's time goes: worker seconds per stage (or datatrove block), the driver's plans, and
+    what is in no stage: wall x workers minus the stages' time (start-up, scheduling, idle workers)."""
+    for name, r in results.items():
+        capacity = r["seconds"] * workers
+        print(f"\n{name}: {r['seconds']:.1f} s wall x {workers} workers = {capacity:.1f} worker seconds")
+        if name.startswith("(c)"):
+            step_rows: dict[str, list] = {}
+            for step, block, secs, wall in r["breakdown"]:
+                step_rows.setdefault(step, [wall]).append((block, secs))
+            staged = 0.0
+            for step, (wall, *blocks) in step_rows.items():
+                print(f"  step {step:<12} {wall:>8.1f} s wall")
+                for block, secs in blocks:
+                    print(f"    {block:<36}{secs:>9.1f} s  {secs / capacity:>6.1%}")
+                    staged += secs
+        else:
+            staged = 0.0
+            for stage, worker, plan in r["breakdown"]:
+                plan_note = f"  (+ {plan:.1f} s plan: map, shuffle, reduce)" if plan else ""
+                print(f"  {stage:<38}{worker:>9.1f} s  {worker / capacity:>6.1%}{plan_note}")
+                staged += worker + plan
+        print(f"  {'in no stage (start-up, scheduling, idle)':<38}{capacity - staged:>9.1f} s  "
+              f"{(capacity - staged) / capacity:>6.1%}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--docs", type=int, default=200_000)
+    parser.add_argument("--copies", type=float, default=0.1, help="share of the documents that are edited copies")
     parser.add_argument("--shards", type=int, default=16)
-    parser.add_argument("--datatrove-docs", type=int, default=20_000, help="0: skip datatrove")
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--only-datatrove-comparison", action="store_true", help="skip (a) and (b) on --docs")
+    parser.add_argument("--skip-datatrove", action="store_true")
+    parser.add_argument("--skip-checkpoint", action="store_true", help="skip (b)")
     parser.add_argument("--keep", type=Path, help="work in this (new) directory and keep it: corpora, models, "
-                                                  "every run's output and manifests (per-stage seconds)")
+                                                  "every run's output and manifests")
     args = parser.parse_args()
 
     import ray
 
-    from dedup_eval import edited_corpus
-
-    ids, texts = edited_corpus(real_texts(), copies=args.docs, seed=0)
-    ids, texts = ids[: args.docs], texts[: args.docs]
+    ids, texts = corpus(args.docs, args.copies)
     if args.keep:
         args.keep.mkdir(parents=True)
     work = args.keep or Path(tempfile.mkdtemp(prefix="pipeline-bench-"))
@@ -237,37 +302,37 @@ def main() -> None:
     try:
         models = train_models(work / "models", [t for i, t in zip(ids, texts, strict=True) if i.startswith("orig")])
         input_bytes = write_corpus(work / "corpus", ids, texts, args.shards)
-        print(f"{len(texts):,} documents ({sum(i.startswith('orig') for i in ids):,} real web documents + edited "
-              f"copies) in {args.shards} jsonl.gz shards, {input_bytes / 2**20:,.1f} MiB; {args.workers} workers\n")
+        print(f"{len(texts):,} documents ({sum(i.startswith('orig') for i in ids):,} distinct: real web documents "
+              f"and rewrites of them; the rest edited copies) in {args.shards} jsonl.gz shards, "
+              f"{input_bytes / 2**20:,.1f} MiB; {args.workers} workers\n", flush=True)
         ray.init(address="local", num_cpus=args.workers, include_dashboard=False, log_to_driver=False)
         # warm up outside the timings: Prefect's local API starts on the first flow run, Ray's workers on
         # the first tasks
         warm = write_corpus(work / "warm", ids[:200], texts[:200], args.workers) and work / "warm"
         run_winnow(warm, work / "warm-out", models, checkpoint=False)
-        if not args.only_datatrove_comparison:
-            results = {"(a) winnow fused": run_winnow(work / "corpus", work / "fused", models, checkpoint=False),
-                       "(b) winnow, checkpoint: true on every stage":
-                           run_winnow(work / "corpus", work / "checkpoint", models, checkpoint=True)}
-            report(results, len(texts), input_bytes)
-            a, b = results["(a) winnow fused"], results["(b) winnow, checkpoint: true on every stage"]
+        # dedup normalises text and computes signatures as datatrove does, so the same documents collide,
+        # and keeps the first of a cluster in input order, as datatrove's union-find root mostly is
+        first = {"keep": "first"}
+        like_datatrove = {"exact_dedup": first, "dedup": {"normalize": "datatrove", "hashing": "datatrove", **first}}
+        results = {"(a) winnow fused": run_winnow(work / "corpus", work / "fused", models, False, like_datatrove)}
+        if not args.skip_checkpoint:
+            results["(b) winnow, checkpoint: true on every stage"] = run_winnow(
+                work / "corpus", work / "checkpoint", models, True, like_datatrove)
+        ray.shutdown()
+        if not args.skip_datatrove:
+            results["(c) datatrove"] = run_datatrove(work / "corpus", work / "datatrove", models, args.workers)
+        report(results, len(texts), input_bytes)
+        a = results["(a) winnow fused"]
+        if "(b) winnow, checkpoint: true on every stage" in results:
+            b = results["(b) winnow, checkpoint: true on every stage"]
             print(f"\nfused vs checkpoint-every-stage: {b['seconds'] / a['seconds']:.2f}x docs/s, "
                   f"{b['written'] / a['written']:.2f}x fewer bytes written; same kept set: {a['kept'] == b['kept']}")
-        if args.datatrove_docs:
-            n = min(args.datatrove_docs, len(texts))
-            sub_bytes = write_corpus(work / "subset", ids[:n], texts[:n], args.shards)
-            # dedup normalises text and computes signatures as datatrove does, so the same documents collide,
-            # and keeps the first of a cluster in input order, as datatrove's union-find root mostly is
-            first = {"keep": "first"}
-            small = {"(a) winnow fused": run_winnow(work / "subset", work / "fused-subset", models, False, {
-                "exact_dedup": first, "dedup": {"normalize": "datatrove", "hashing": "datatrove", **first}})}
-            ray.shutdown()
-            small["(c) datatrove"] = run_datatrove(work / "subset", work / "datatrove", models, args.workers)
-            print(f"\non the first {n:,} documents ({sub_bytes / 2**20:,.1f} MiB):")
-            report(small, n, sub_bytes)
-            w, d = small["(a) winnow fused"], small["(c) datatrove"]
-            print(f"\nwinnow / datatrove end-to-end docs/s: {d['seconds'] / w['seconds']:.1f}x")
-            print(f"kept sets, by id: {overlap(w['kept'], d['kept'])}")
-            print(f"kept sets, by family (which copy survives aside): {family_overlap(w['kept'], d['kept'])}")
+        if "(c) datatrove" in results:
+            d = results["(c) datatrove"]
+            print(f"\nwinnow / datatrove end-to-end docs/s: {d['seconds'] / a['seconds']:.1f}x")
+            print(f"kept sets, by id: {overlap(a['kept'], d['kept'])}")
+            print(f"kept sets, by family (which copy survives aside): {family_overlap(a['kept'], d['kept'])}")
+        breakdown(results, args.workers)
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)

@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from texts import c4_texts  # noqa: E402 - the benchmarks' text, real or generated
+from texts import c4_texts, distinct_texts  # noqa: E402 - the benchmarks' text, real or generated
 
 
 def run(backend, prompts: list[str], params) -> tuple[float, int]:
@@ -68,7 +68,7 @@ def main() -> None:
         torch.set_num_threads(1)
     web = c4_texts()
     wiki = WRAP_TEMPLATE.replace("{system}", WRAP_SYSTEM).replace("{instruction}", WRAP_INSTRUCTIONS["wiki"])
-    prompts = [wiki.replace("{text}", web[i % len(web)][:1200]) for i in range(args.docs)]
+    prompts = [wiki.replace("{text}", text[:1200]) for text in distinct_texts(args.docs)]
     params = SamplingParams(max_new_tokens=args.new_tokens, temperature=0.8, top_p=0.95, seed=0)
     with tempfile.TemporaryDirectory() as tmp:
         tokenizer = train_bpe(web, 8000, Path(tmp) / "bpe")

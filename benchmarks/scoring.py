@@ -27,7 +27,7 @@ import pyarrow as pa
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from texts import SHARED, c4_texts  # noqa: E402 - the benchmarks' text, real or generated
+from texts import SHARED, c4_texts, distinct_texts  # noqa: E402 - the benchmarks' text, real or generated
 
 
 def reference_texts() -> list[str]:
@@ -42,7 +42,7 @@ def bench_fasttext(web: list[str], ref: list[str], n_docs: int, work: Path) -> N
 
     model_path = work / "quality.bin"
     train(ref + web, ["hq"] * len(ref) + ["cc"] * len(web), model_path, positive="hq", holdout=0.0)
-    texts = [web[i % len(web)] for i in range(n_docs)]
+    texts = distinct_texts(n_docs)
     batch = 2048
     tables = [pa.table({"id": [str(j) for j in range(i, i + len(texts[i:i + batch]))], "text": texts[i:i + batch],
                         "source": ["b"] * len(texts[i:i + batch]), "url": [None] * len(texts[i:i + batch]),
@@ -87,7 +87,7 @@ def bench_transformer(web: list[str], n_docs: int, work: Path, args) -> None:
 
     path = make_tiny_classifier(work / "model", web[:500], num_labels=2, hidden=args.hidden, layers=args.layers,
                                 heads=args.heads, intermediate=args.intermediate, vocab_size=args.vocab)
-    texts = [web[i % len(web)] for i in range(n_docs)]
+    texts = distinct_texts(n_docs)
     scorer = TransformerScorer(path, max_length=512, device=args.device, max_batch_tokens=args.max_batch_tokens)
     device = scorer.device
     params = sum(p.numel() for p in scorer.model.parameters()) / 1e6

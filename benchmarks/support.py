@@ -20,6 +20,19 @@ def run_stage(stage: Stage, shards: list[Shard], stage_dir: Location, config_has
     return result.manifests[0], result.skipped
 
 
+def in_fresh_process(function, *args):
+    """`function(*args)` in a process of its own (nothing cached by an earlier measurement), which then exits
+    normally, so its exit handlers stop what it started (Prefect's local API server)."""
+    import multiprocessing
+
+    pool = multiprocessing.get_context("spawn").Pool(1)
+    try:
+        return pool.apply(function, args)
+    finally:
+        pool.close()
+        pool.join()
+
+
 def edited(text: str, rng: random.Random, share: float) -> str:
     """A near copy of `text`: `share` of its words (at least one) replaced by one of six filler words."""
     words = text.split()

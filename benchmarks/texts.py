@@ -32,10 +32,15 @@ def c4_texts() -> list[str]:
             with (gzip.open(path, "rt") if path.suffix == ".gz" else path.open()) as f:
                 texts += [json.loads(line)["text"] for line in f]
         return texts
+    return generated_texts(2000)
+
+
+def generated_texts(n: int) -> list[str]:
+    """n documents of random common words at C4-like lengths (where `../shared` is not there)."""
     print(f"note: {SHARED} not found; generated text of C4-like lengths stands in for C4", file=sys.stderr)
     rng = random.Random(0)
     texts = []
-    for _ in range(2000):
+    for _ in range(n):
         words = int(min(rng.lognormvariate(6.0, 0.8), 8000))
         sentences = []
         while words > 0:
@@ -143,6 +148,11 @@ def _letters(k: int) -> str:
         k, r = divmod(k - 1, 26)
         out = chr(97 + r) + out
     return out
+
+
+def distinct_texts(n: int) -> list[str]:
+    """n web documents, none repeated: `unique_corpus` where the shared data is, else generated ones."""
+    return unique_corpus(n)[1] if all(path.exists() for path, _ in WEB_FILES) else generated_texts(n)
 
 
 def unique_corpus(n: int) -> tuple[list[str], list[str]]:

@@ -138,7 +138,9 @@ def _write_manifests(segment: list[Step], modes: list[str], plans: list[Plan], p
     plan's own, plus the segment's task time shared among its stages by the time each spent on the shards."""
     busy = [sum(e.seconds for e in made) for made in new_entries]
     shares = [b / sum(busy) if sum(busy) else 1 / len(segment) for b in busy]
-    figures = [plan.figures for plan in plans] + [{}] * (len(segment) - len(plans))
+    # a plan's figures, and its own seconds (the map, shuffle and reduce before the segment's tasks)
+    figures = [{**plan.figures, "plan_seconds": round(planning[i], 3)} for i, plan in enumerate(plans)]
+    figures += [{}] * (len(segment) - len(plans))
     manifests = []
     for i, (step, mode, made, old) in enumerate(zip(segment, modes, new_entries, committed, strict=True)):
         entries = [old[name] for name in done] + made

@@ -91,7 +91,7 @@ def main() -> None:
     parser.add_argument("paths", nargs="+")
     parser.add_argument("--cpus", type=int, default=1)
     parser.add_argument("--gopher-only", action="store_true")
-    args = parser.parse_args()
+    args = parser.parse_intermixed_args()
     if args.mode == "rules":
         source, out = args.paths
         result = run_rules(source, args.gopher_only)
