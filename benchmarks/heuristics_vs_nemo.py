@@ -5,16 +5,18 @@ run of words with them (`benchmarks/texts.unique_corpus`), written as jsonl shar
 1.4 runs in its own virtual environment (`make bench-peers` makes it, under `.venv-peers/`; this script
 runs that when it is missing), never in winnow's: `benchmarks/peers/nemo_heuristics.py` is its side.
 
-Two comparisons, each as the rules alone (one process, one core, after a warm-up document) and as each
+Each comparison runs as the rules alone (one process, one core, after a warm-up document) and as each
 library's pipeline end to end (read jsonl, filter, write; Ray started with 1 and then 2 CPUs before the
 clock starts, and a warm-up run on one shard first):
-  - full chains: winnow's default heuristics (Gopher repetition and quality, C4, FineWeb: 35 rules) vs
-    NeMo Curator's shipped English chain (27 filters);
+  - full chains: winnow's default heuristics (Gopher repetition and quality, C4, FineWeb) vs NeMo
+    Curator's shipped English chain (27 filters); again with winnow's `words: whitespace`;
   - like for like: the rules both implement, Gopher's quality and repetition rules at Gopher's thresholds
     (NeMo's 17 Gopher filters at the values its YAML ships, which are Gopher's; winnow's gopher_quality and
-    gopher_repetition at their defaults, c4 and fineweb off). Words differ: winnow splits them as spaCy
-    does (datatrove's, and so Gopher's reference implementation there), NeMo at whitespace; the
-    agreement of the kept sets says how much that changes.
+    gopher_repetition at their defaults, c4 and fineweb off), words split at whitespace by both
+    (`words: whitespace`, NeMo's way). Also with winnow's default spaCy words (datatrove's), which cost
+    most of its time. The remaining differences are in the rules' own definitions (NeMo counts the top
+    n-gram's characters by deleting it from the text, its symbol words are those mostly made of '#', ...):
+    the agreement of the kept sets says how much they change.
 
 Prints docs/s and docs/s per core for each, the ratios, and the keep/drop agreement.
 
@@ -42,6 +44,12 @@ ROOT = Path(__file__).resolve().parents[1]
 NEMO_VENV = ROOT / ".venv-peers" / "nemo-curator"
 NEMO_SIDE = Path(__file__).resolve().parent / "peers" / "nemo_heuristics.py"
 GOPHER_ONLY = {"c4": {"enabled": False}, "fineweb": {"enabled": False}}
+COMPARISONS = [  # (label, NeMo's chain: its shipped 27 filters or its Gopher ones, winnow's heuristics settings)
+    ("full chains", "full", {}),
+    ("full, winnow words: whitespace", "full", {"words": "whitespace"}),
+    ("Gopher rules, spaCy words", "gopher", GOPHER_ONLY),
+    ("like for like: Gopher rules", "gopher", {**GOPHER_ONLY, "words": "whitespace"}),
+]
 WARM_UP = "warm up the word splitter. " * 20
 
 
@@ -67,18 +75,18 @@ def run_nemo(args: list[str]) -> dict:
         return json.loads(out.read_text())
 
 
-def winnow_rules(texts: list[str], ids: list[str], gopher_only: bool) -> dict:
-    """winnow's Evaluator on every text in this (fresh) process."""
+def winnow_rules(texts: list[str], ids: list[str], settings: dict) -> dict:
+    """winnow's Evaluator (heuristics `settings`) on every text in this (fresh) process."""
     from winnow.stages.heuristics import Evaluator, HeuristicsConfig
 
-    evaluator = Evaluator(HeuristicsConfig(name="heuristics", **(GOPHER_ONLY if gopher_only else {})))
+    evaluator = Evaluator(HeuristicsConfig(name="heuristics", **settings))
     evaluator.evaluate(WARM_UP)
     start = time.perf_counter()
     kept = [i for i, text in zip(ids, texts, strict=True) if evaluator.evaluate(text)[0] is None]
     return {"seconds": time.perf_counter() - start, "kept": kept}
 
 
-def winnow_pipeline(corpus: Path, out: Path, cpus: int, gopher_only: bool) -> dict:
+def winnow_pipeline(corpus: Path, out: Path, cpus: int, settings: dict) -> dict:
     """ingest -> heuristics through winnow's flow on local Ray with `cpus` CPUs (started, and Prefect's API
     warmed up on one shard, before the clock starts)."""
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
@@ -90,7 +98,7 @@ def winnow_pipeline(corpus: Path, out: Path, cpus: int, gopher_only: bool) -> di
 
     def config(source: Path, output: Path) -> dict:
         return {"input": {"uri": str(source), "id_field": "id"}, "output": str(output),
-                "stages": [{"name": "ingest"}, {"name": "heuristics", **(GOPHER_ONLY if gopher_only else {})}],
+                "stages": [{"name": "ingest"}, {"name": "heuristics", **settings}],
                 "runtime": {"batch_size": 1024, "progress": False}}
 
     ray.init(address="local", num_cpus=cpus, include_dashboard=False, log_to_driver=False)
@@ -146,24 +154,26 @@ def main() -> None:
         by_id = dict(zip(ids, texts, strict=True))
         ordered_texts = [by_id[i] for i in order]
 
-        rows = []
-        for label, gopher_only in [("full chains", False), ("like for like: Gopher rules", True)]:
-            flag = ["--gopher-only"] if gopher_only else []
-            w = in_fresh_process(winnow_rules, ordered_texts, order, gopher_only)
-            n = run_nemo(["rules", str(single), *flag])
-            rows.append((label, "rules alone, 1 core", 1, w, n))
+        nemo = {}
+        for chain, flag in (("full", []), ("gopher", ["--gopher-only"])):
+            nemo[chain, "rules"] = run_nemo(["rules", str(single), *flag])
             for cpus in args.cpus:
-                tag = f"{'gopher' if gopher_only else 'full'}-{cpus}"
-                w = in_fresh_process(winnow_pipeline, corpus, work / f"winnow-{tag}", cpus, gopher_only)
-                n = run_nemo(["pipeline", str(corpus), str(work / f"nemo-{tag}"), "--cpus", str(cpus), *flag])
-                rows.append((label, f"pipeline, {cpus} CPU{'s' * (cpus > 1)}", cpus, w, n))
+                nemo[chain, cpus] = run_nemo(["pipeline", str(corpus), str(work / f"nemo-{chain}-{cpus}"),
+                                              "--cpus", str(cpus), *flag])
+        rows = []
+        for label, chain, settings in COMPARISONS:
+            w = in_fresh_process(winnow_rules, ordered_texts, order, settings)
+            rows.append((label, "rules alone, 1 core", 1, w, nemo[chain, "rules"]))
+            for cpus in args.cpus:
+                w = in_fresh_process(winnow_pipeline, corpus, work / f"winnow-{len(rows)}", cpus, settings)
+                rows.append((label, f"pipeline, {cpus} CPU{'s' * (cpus > 1)}", cpus, w, nemo[chain, cpus]))
 
         docs = len(texts)
-        print(f"{'':<30}{'':<22}{'winnow docs/s/core':>19}{'NeMo docs/s/core':>18}{'ratio':>8}"
+        print(f"{'':<34}{'':<22}{'winnow docs/s/core':>19}{'NeMo docs/s/core':>18}{'ratio':>8}"
               f"{'winnow kept':>12}{'NeMo kept':>10}")
         for label, how, cpus, w, n in rows:
             rate_w, rate_n = docs / w["seconds"] / cpus, docs / n["seconds"] / cpus
-            print(f"{label:<30}{how:<22}{rate_w:>19,.0f}{rate_n:>18,.0f}{rate_w / rate_n:>7.1f}x"
+            print(f"{label:<34}{how:<22}{rate_w:>19,.0f}{rate_n:>18,.0f}{rate_w / rate_n:>7.1f}x"
                   f"{len(w['kept']):>12,}{len(n['kept']):>10,}")
         print("\nkeep/drop agreement (rules alone):")
         for label, how, _, w, n in rows:

@@ -7,8 +7,9 @@ drops lines from the text it keeps), FineWeb; the first rule that fires decides.
 
 The rules follow the definitions of datatrove's filters, and words are split as spaCy's English
 tokenizer splits them (datatrove's word tokenizer; `spacy_words` runs its rules without spaCy), so
-decisions are datatrove's. Repeated n-grams are found by hashing integer word ids with numpy. See
-README "Heuristics" for the deliberate differences.
+decisions are datatrove's; or, with `words: whitespace`, at whitespace, as NeMo Curator's filters do.
+Repeated n-grams are found by hashing integer word ids with numpy. See README "Heuristics" for the
+deliberate differences.
 """
 
 from __future__ import annotations
@@ -89,6 +90,9 @@ class FineWebRules(StrictModel):
 
 class HeuristicsConfig(StageConfig):
     name: Literal["heuristics"] = "heuristics"
+    words: Literal["spacy", "whitespace"] = Field(
+        "spacy", description="how the rules split words: spaCy's English tokens, as datatrove's filters do (so "
+                             "decisions are theirs), or whitespace, as NeMo Curator's do (several times faster)")
     gopher_quality: GopherQualityRules = GopherQualityRules()
     gopher_repetition: GopherRepetitionRules = GopherRepetitionRules()
     c4: C4Rules = C4Rules()
@@ -154,10 +158,11 @@ class Doc:
     Per-word facts (length, symbol-only, has a letter) are computed once per distinct word and
     weighted by its count, since web text repeats its words many times."""
 
-    __slots__ = ("text", "_words", "_vocab", "_ids", "_counts", "_lengths", "_cum_len", "_hashes")
+    __slots__ = ("text", "split", "_words", "_vocab", "_ids", "_counts", "_lengths", "_cum_len", "_hashes")
 
-    def __init__(self, text: str, words: list[str] | None = None):
+    def __init__(self, text: str, words: list[str] | None = None, split: Callable[[str], list[str]] = split_words):
         self.text = text
+        self.split = split  # text -> words
         self._words = words
         self._vocab: list[str] | None = None
         self._ids: np.ndarray | None = None
@@ -171,7 +176,7 @@ class Doc:
         """The text's words; they are split within whitespace-separated chunks, so the words of its lines
         (`str.splitlines`) joined are these."""
         if self._words is None:
-            self._words = split_words(self.text)
+            self._words = self.split(self.text)
         return self._words
 
     def _index(self) -> None:
@@ -352,12 +357,13 @@ def _repeated_ngram_chars(doc: Doc, n: int) -> int:
     return repeated
 
 
-def _count_sentences(tokens: list[str]) -> int:
+def _count_sentences(tokens: list[str], whitespace_words: bool = False) -> int:
     """Sentences in a line's words as spaCy's sentencizer splits them: a new sentence starts at the
-    first non-punctuation token after a sentence-terminal token (abbreviations like "Dr." are one token)."""
+    first non-punctuation token after a sentence-terminal token (abbreviations like "Dr." are one token).
+    Whitespace words carry their punctuation: one ending in a terminal mark ends a sentence."""
     sentences, seen_end = 1, False
     for token in tokens:
-        if _is_terminal(token):
+        if _is_terminal(token[-1] if whitespace_words else token):
             seen_end = True
         elif seen_end and not is_symbol_word(token):
             sentences += 1
@@ -365,7 +371,7 @@ def _count_sentences(tokens: list[str]) -> int:
     return sentences
 
 
-def c4(cfg: C4Rules) -> Callable[[Doc], tuple[Verdict, Doc]]:
+def c4(cfg: C4Rules, whitespace_words: bool = False) -> Callable[[Doc], tuple[Verdict, Doc]]:
     """C4's line filters, then its document rules; returns the verdict and the cleaned document (its
     kept lines, with their words: the later rules need not split them again)."""
 
@@ -391,15 +397,15 @@ def c4(cfg: C4Rules) -> Callable[[Doc], tuple[Verdict, Doc]]:
                 return ("curly_bracket", "contains '{'"), doc
             if cfg.filter_policy and any(p in lower for p in POLICY_SUBSTRINGS):
                 continue
-            tokens = split_words(line)  # only kept lines are split into words
+            tokens = doc.split(line)  # only kept lines are split into words
             if cfg.min_num_sentences:
-                sentences += _count_sentences(tokens)
+                sentences += _count_sentences(tokens, whitespace_words)
             kept.append(line)
             kept_words += tokens
         if cfg.min_num_sentences and sentences < cfg.min_num_sentences:
             return ("min_num_sentences", f"{sentences} sentences in kept lines < {cfg.min_num_sentences}"), doc
         cleaned = "\n".join(kept).strip()
-        return None, doc if cleaned == doc.text else Doc(cleaned, kept_words)
+        return None, doc if cleaned == doc.text else Doc(cleaned, kept_words, doc.split)
 
     return check
 
@@ -441,16 +447,19 @@ class Evaluator:
 
     def __init__(self, cfg: HeuristicsConfig, only: str | None = None):
         self.c4_cfg = cfg.c4
+        whitespace = cfg.words == "whitespace"
+        self.split = str.split if whitespace else split_words
         self.rulesets: list[tuple[str, Callable]] = []
         for name in RULESETS if only is None else (only,):
             rules = getattr(cfg, name)
             if rules.enabled:
-                factory = {"gopher_quality": gopher_quality, "gopher_repetition": gopher_repetition,
-                           "c4": c4, "fineweb": fineweb}[name]
-                self.rulesets.append((name, factory(rules)))
+                check = c4(rules, whitespace) if name == "c4" else {
+                    "gopher_quality": gopher_quality, "gopher_repetition": gopher_repetition, "fineweb": fineweb,
+                }[name](rules)
+                self.rulesets.append((name, check))
 
     def evaluate(self, text: str) -> tuple[str | None, str | None, str]:
-        doc = Doc(text)
+        doc = Doc(text, split=self.split)
         for name, check in self.rulesets:
             if name == "c4":
                 verdict, cleaned = check(doc)

@@ -74,6 +74,27 @@ def test_word_splitting_follows_spacy_conventions():
         "It", "'s", "the", "U.S.", "way", ",", "do", "n't", "you", "think", "?", "Dr.", "Who", "e", "-", "mail"]
 
 
+def test_whitespace_words_count_chunks_not_spacy_tokens():
+    """`words: whitespace` splits words as NeMo Curator's filters do, at whitespace, punctuation attached."""
+    fast = HeuristicsConfig(name="heuristics", words="whitespace")
+    # spaCy: People do n't have to understand that . -> 7 words that are not punctuation; whitespace: 6
+    text = "People don't have to understand that. " * 8
+    assert reason(text, only="gopher_quality") is None  # 56 words
+    assert Evaluator(fast, only="gopher_quality").evaluate(text)[:2] == (
+        "gopher_quality.min_doc_words", "48 words < 50")
+    # average word length: "Hi, yo." is two words of 3 characters (spaCy: Hi , yo . -> two of 2)
+    short = ("Hi, yo. " * 60).strip()
+    assert reason(short, only="gopher_quality") == "gopher_quality.min_avg_word_length"
+    assert Evaluator(fast, only="gopher_quality").evaluate(short)[:2] == (
+        "gopher_quality.min_stop_words", "0 distinct stop words < 2")
+    # C4's sentences: a word ending in a terminal mark ends one, as a terminal token does in spaCy's
+    lines = "\n".join(["One two three. Four five six! Seven eight nine?"] * 2)
+    assert Evaluator(fast, only="c4").evaluate(lines)[0] is None  # 6 sentences >= 5
+    assert Evaluator(fast, only="c4").evaluate(lines.split("\n")[0])[:2] == (
+        "c4.min_num_sentences", "3 sentences in kept lines < 5")
+    assert reason(lines.split("\n")[0], only="c4") == "c4.min_num_sentences"
+
+
 def test_stage_on_a_table_counts_add_up_and_rejects_name_the_rule():
     texts = [GOOD, "Too short.", "buy cheap watches online now " * 40]
     # the order FineWeb's pipeline uses: repetition rules first
