@@ -40,14 +40,16 @@ def edit(text: str, kind: str, rate: float, rng: random.Random) -> str:
 
 
 def edited_corpus(texts: list[str], copies: int, seed: int = 0, max_rate: float = 0.2,
-                  min_words: int = 80) -> tuple[list[str], list[str]]:
-    """The originals plus `copies` edited copies of a random subset; returns (ids, texts)."""
+                  min_words: int = 80, keep_short: bool = False) -> tuple[list[str], list[str]]:
+    """The originals plus `copies` edited copies of random ones of at least `min_words` words; returns (ids,
+    texts). Shorter texts are left out, or with `keep_short` kept as originals that are not copied."""
     rng = random.Random(seed)
-    originals = [t for t in texts if len(t.split()) >= min_words]
+    originals = list(texts) if keep_short else [t for t in texts if len(t.split()) >= min_words]
+    sources = [i for i, t in enumerate(originals) if len(t.split()) >= min_words]
     ids = [f"orig-{i:06d}" for i in range(len(originals))]
     out = list(originals)
     for c in range(copies):
-        i = rng.randrange(len(originals))
+        i = rng.choice(sources)
         kind = rng.choice(EDITS)
         out.append(edit(originals[i], kind, rng.uniform(0.005, max_rate), rng))
         ids.append(f"copy-{c:06d}-of-{i:06d}-{kind}")

@@ -124,7 +124,7 @@ def corpus(n: int, copy_share: float) -> tuple[list[str], list[str]]:
 
     copies = int(n * copy_share)
     _, distinct = unique_corpus(n - copies)
-    ids, texts = edited_corpus(distinct, copies=copies, seed=0)
+    ids, texts = edited_corpus(distinct, copies=copies, seed=0, keep_short=True)
     return ids, texts
 
 
