@@ -57,8 +57,9 @@ class PeakRSS:
     mapping them) so the sum does not count shared memory once per process.
     """
 
-    def __init__(self, exclude: str | None = None, track: str | None = None):
+    def __init__(self, exclude: str | None = None, track: str | None = None, interval: float = 0.1):
         self.peak, self.read, self._reads, self._stop = 0, 0, {}, threading.Event()
+        self.interval = interval  # reading every process's PSS takes CPU: a long run samples less often
         self.exclude = exclude  # processes whose command line contains this are not counted
         self.track, self.tracked_peak = track, 0  # also the peak of those whose command line contains `track`
 
@@ -86,7 +87,7 @@ class PeakRSS:
             total, reads = self._poll(pss=True)
             self._reads.update(reads)
             self.peak = max(self.peak, total)
-            time.sleep(0.1)
+            time.sleep(self.interval)
 
     def __enter__(self):
         self._start = self._poll(pss=False)[1]

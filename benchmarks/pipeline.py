@@ -21,10 +21,10 @@ same documents collide and the kept sets compare.
 Prints docs/s end to end, bytes written (every file the run leaves: documents, rejects, intermediates
 and training sequences; and the documents' own columns alone) and bytes read (read() calls of the whole
 process tree, libraries and models included) per input byte, peak memory (PSS summed over the process
-tree), the overlap of the kept sets, and where the time goes: each stage's worker seconds (winnow: its
-shard ledgers, reading and writing included in the first and last stage of a segment; datatrove: each
-block's own timer, summed over tasks), the driver's plans, and what is in no stage (start-up,
-scheduling, idle workers).
+tree, sampled each second: reading it takes CPU), the overlap of the kept sets, and where the time
+goes: each stage's worker seconds (winnow: its shard ledgers, reading and writing included in the first
+and last stage of a segment; datatrove: each block's own timer, summed over tasks), the driver's plans,
+and what is in no stage (start-up, scheduling, idle workers).
 
     .venv/bin/python benchmarks/pipeline.py [--docs 200000] [--copies 0.1] [--shards 16] [--workers 2]
 """
@@ -104,7 +104,7 @@ def run_winnow(corpus: Path, out: Path, models: dict, checkpoint: bool, override
     from winnow.storage.fs import resolve
     from winnow.storage.manifest import read_kept
 
-    with PeakRSS() as meter:
+    with PeakRSS(interval=1.0) as meter:
         start = time.perf_counter()
         summary = curate(winnow_config(corpus, out, models, checkpoint, overrides or {}))
         seconds = time.perf_counter() - start
@@ -170,7 +170,7 @@ def run_datatrove(corpus: Path, work: Path, models: dict, workers: int) -> dict:
         run(pipeline, n_tasks, name)
         steps.append((name, time.perf_counter() - started))
 
-    with PeakRSS() as meter:
+    with PeakRSS(interval=1.0) as meter:
         start = time.perf_counter()
         timed([JsonlReader(str(corpus), id_key="id"), GopherRepetitionFilter(), GopherQualityFilter(),
              C4QualityFilter(), FineWebQualityFilter(), JsonlWriter(str(filtered))], tasks, "filter")
