@@ -44,11 +44,12 @@ ROOT = Path(__file__).resolve().parents[1]
 NEMO_VENV = ROOT / ".venv-peers" / "nemo-curator"
 NEMO_SIDE = Path(__file__).resolve().parent / "peers" / "nemo_heuristics.py"
 GOPHER_ONLY = {"c4": {"enabled": False}, "fineweb": {"enabled": False}}
-COMPARISONS = [  # (label, NeMo's chain: its shipped 27 filters or its Gopher ones, winnow's heuristics settings)
-    ("full chains", "full", {}),
-    ("full, winnow words: whitespace", "full", {"words": "whitespace"}),
-    ("Gopher rules, spaCy words", "gopher", GOPHER_ONLY),
-    ("like for like: Gopher rules", "gopher", {**GOPHER_ONLY, "words": "whitespace"}),
+COMPARISONS = [  # (label, NeMo's chain: its shipped 27 filters or its Gopher ones, winnow's heuristics settings,
+    # whether the pipelines run too or only the rules alone)
+    ("full chains", "full", {}, True),
+    ("full, winnow words: whitespace", "full", {"words": "whitespace"}, False),
+    ("Gopher rules, winnow spaCy words", "gopher", GOPHER_ONLY, False),
+    ("like for like: Gopher rules", "gopher", {**GOPHER_ONLY, "words": "whitespace"}, True),
 ]
 WARM_UP = "warm up the word splitter. " * 20
 
@@ -161,10 +162,10 @@ def main() -> None:
                 nemo[chain, cpus] = run_nemo(["pipeline", str(corpus), str(work / f"nemo-{chain}-{cpus}"),
                                               "--cpus", str(cpus), *flag])
         rows = []
-        for label, chain, settings in COMPARISONS:
+        for label, chain, settings, pipelines in COMPARISONS:
             w = in_fresh_process(winnow_rules, ordered_texts, order, settings)
             rows.append((label, "rules alone, 1 core", 1, w, nemo[chain, "rules"]))
-            for cpus in args.cpus:
+            for cpus in args.cpus if pipelines else []:
                 w = in_fresh_process(winnow_pipeline, corpus, work / f"winnow-{len(rows)}", cpus, settings)
                 rows.append((label, f"pipeline, {cpus} CPU{'s' * (cpus > 1)}", cpus, w, nemo[chain, cpus]))
 

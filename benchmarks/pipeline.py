@@ -116,8 +116,8 @@ def run_winnow(corpus: Path, out: Path, models: dict, checkpoint: bool, override
 
 
 def winnow_breakdown(out: Path, summary: dict) -> list[tuple[str, float, float]]:
-    """(stage, worker seconds: its shard ledgers' own time summed, driver seconds: what its manifest's time
-    adds to its share of its segment's tasks, e.g. a dedup plan), per stage in order."""
+    """(stage, worker seconds: its shard ledgers' own time summed, its plan's wall seconds: the map, shuffle
+    and reduce of a global stage before its segment's tasks), per stage in order."""
     from winnow.storage.fs import resolve
     from winnow.storage.manifest import read_manifest
 
@@ -255,8 +255,9 @@ def family_overlap(a: set, b: set) -> str:
 
 
 def breakdown(results: dict, workers: int) -> None:
-    """Where each run's time goes: worker seconds per stage (or datatrove block), the driver's plans, and
-    what is in no stage: wall x workers minus the stages' time (start-up, scheduling, idle workers)."""
+    """Where each run's time goes: worker seconds per stage (or datatrove block), the plans (each holding
+    every worker), and what is in no stage: wall x workers minus the stages' time (start-up, scheduling,
+    idle workers)."""
     for name, r in results.items():
         capacity = r["seconds"] * workers
         print(f"\n{name}: {r['seconds']:.1f} s wall x {workers} workers = {capacity:.1f} worker seconds")
@@ -273,9 +274,10 @@ def breakdown(results: dict, workers: int) -> None:
         else:
             staged = 0.0
             for stage, worker, plan in r["breakdown"]:
-                plan_note = f"  (+ {plan:.1f} s plan: map, shuffle, reduce)" if plan else ""
+                # a plan (map, shuffle, reduce) holds every worker for its wall time
+                plan_note = f"  + plan {plan:.1f} s wall x {workers} ({plan * workers / capacity:.1%})" if plan else ""
                 print(f"  {stage:<38}{worker:>9.1f} s  {worker / capacity:>6.1%}{plan_note}")
-                staged += worker + plan
+                staged += worker + plan * workers
         print(f"  {'in no stage (start-up, scheduling, idle)':<38}{capacity - staged:>9.1f} s  "
               f"{(capacity - staged) / capacity:>6.1%}")
 

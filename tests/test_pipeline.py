@@ -54,6 +54,9 @@ def test_counts_add_up_for_every_stage_and_chain(demo_run):
     assert {"invalid_json", "invalid_utf8", "too_long", "missing_text", "not_a_response", "http_status", "not_html",
             "truncated_record"} <= set(stages["ingest"]["rejected_by_reason"])  # JSONL lines and WARC records
     assert stages["exact_dedup"]["extra"]["duplicate_groups"] > 0
+    # a global stage's plan (map, shuffle, reduce) is timed apart from its share of the segment's tasks
+    for name in ("exact_dedup", "dedup"):
+        assert 0 < stages[name]["extra"]["plan_seconds"] <= stages[name]["seconds"]
 
 
 def test_exact_duplicates_are_gone_and_rejects_name_the_survivor(demo_run):
