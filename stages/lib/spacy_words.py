@@ -167,12 +167,12 @@ class SpacyWords:
                     substring = substring[:suffix.start()]
             if not substring:
                 continue
-            if substring in special:
+            if "." in substring and self.url(substring):  # both of its host forms hold a "." (tested)
+                tokens.append(substring)
+            elif substring in special:
                 tokens += special[substring]
             elif substring.isascii() and (substring.isalpha() or substring.isdigit()):
-                tokens.append(substring)  # no URL or infix rule splits letters alone or digits alone (tested)
-            elif "." in substring and self.url(substring):  # both of its host forms hold a "." (tested)
-                tokens.append(substring)
+                tokens.append(substring)  # no infix rule splits letters alone or digits alone (tested)
             elif infixes := list(self.infix(substring)):
                 offset = 0
                 for match in infixes:
