@@ -92,7 +92,7 @@ class HeuristicsConfig(StageConfig):
     name: Literal["heuristics"] = "heuristics"
     words: Literal["spacy", "whitespace"] = Field(
         "spacy", description="how the rules split words: spaCy's English tokens, as datatrove's filters do (so "
-                             "decisions are theirs), or whitespace, as NeMo Curator's do (several times faster)")
+                             "decisions are theirs), or whitespace, as NeMo Curator's do (about twice as fast)")
     gopher_quality: GopherQualityRules = GopherQualityRules()
     gopher_repetition: GopherRepetitionRules = GopherRepetitionRules()
     c4: C4Rules = C4Rules()
